@@ -1,0 +1,1 @@
+"""The modeling agent, chat sessions, evaluation and synthesis pipelines, and the CLI."""

@@ -1,0 +1,1 @@
+"""A Trace-style execution graph: nodes, @bundle, feedback propagation and LLM optimizers."""
