@@ -17,6 +17,7 @@ app = typer.Typer(
 # install (or a command group still being built) does not break the others.
 COMMAND_MODULES = (
     "agent.cli.solver_commands",
+    "agent.cli.sandbox_commands",
     "agent.cli.audit_commands",
     "agent.cli.llm_commands",
     "agent.cli.agent_commands",
