@@ -14,9 +14,6 @@ processes that import it, and HiGHS's worker threads do not survive a fork.
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -32,8 +29,6 @@ from pyomo.common.errors import (
 from pyomo.core.base.constraint import ConstraintData
 from pyomo.core.base.var import VarData
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
-
-from solvers.result import SolveOptions, SolveResult, SolveStatus
 
 Sense = Literal["minimize", "maximize"]
 
