@@ -1,0 +1,211 @@
+"""The compact formulation a small LLM writes, and its conversion to the full IR.
+
+The full `Formulation` schema is too long for a 4k-context 1.5B model to read and fill. The draft
+keeps what matters, in the order that helps: `notes` first (each resource and each product's
+per-unit use of it), then variables, objective, constraints, and last anything the text does not
+give. Sets and parameters are optional; they can point at an attached data table column instead of
+holding numbers ("from_table": "costs.cost").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agent.data_tables import DataMappingError, DataTable, parameter_value, set_elements
+from solvers.ir import Binding, Constraint, Formulation, IndexSet, Objective, Parameter, Variable
+
+
+class DraftSet(BaseModel):
+    name: str
+    elements: list[str | int] = Field(default_factory=list)
+    from_table: str | None = Field(default=None, description='"table.column" holding the members')
+
+
+class DraftParameter(BaseModel):
+    name: str
+    index: list[str] = Field(default_factory=list, description="set names")
+    value: float | dict[str, Any] | None = None
+    from_table: str | None = Field(default=None, description='"table.column" holding the values')
+    key_columns: list[str] = Field(default_factory=list, description="table columns matching index")
+
+
+class DraftVariable(BaseModel):
+    name: str
+    meaning: str = Field(default="", description="what it counts, with its unit")
+    index: list[str] = Field(default_factory=list, description="set names")
+    type: Literal["continuous", "integer", "binary"] = "continuous"
+    lower: float | None = 0.0
+    upper: float | None = None
+
+
+class DraftObjective(BaseModel):
+    sense: Literal["maximize", "minimize"]
+    expression: str
+    meaning: str = ""
+
+
+class DraftConstraint(BaseModel):
+    name: str
+    expression: str = Field(description="one comparison: <=, >= or ==")
+    for_all: list[str] = Field(default_factory=list, description='e.g. ["p in Products"]')
+    meaning: str = ""
+
+
+class FormulationDraft(BaseModel):
+    """What the LLM returns in IR style. Field order is the order the model writes."""
+
+    notes: str = Field(description="each resource and each product's per-unit use of it")
+    sets: list[DraftSet] = Field(default_factory=list)
+    parameters: list[DraftParameter] = Field(default_factory=list)
+    variables: list[DraftVariable]
+    objective: DraftObjective
+    constraints: list[DraftConstraint] = Field(default_factory=list)
+    missing_information: list[str] = Field(
+        default_factory=list, description="data the problem needs but does not give; usually empty"
+    )
+
+
+class DraftError(ValueError):
+    """The draft cannot become a valid Formulation; `problems` are readable, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+_BINDING = re.compile(r"^\s*(?:for\s+)?([A-Za-z_]\w*)\s+in\s+([A-Za-z_]\w*)\s*$")
+
+
+def parse_binding(text: str) -> Binding:
+    match = _BINDING.match(text)
+    if not match:
+        raise ValueError(f'for_all entry {text!r} must look like "i in SetName"')
+    return Binding(index=match.group(1), set=match.group(2))
+
+
+def _validation_problems(error: ValidationError, where: str) -> list[str]:
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}{' ' + location if location else ''}: {message}")
+    return problems
+
+
+def draft_to_formulation(draft: FormulationDraft, tables: list[DataTable] | None = None) -> Formulation:
+    """Build the IR, reading table-backed sets and parameters from the real tables.
+
+    Collects every problem it can find before raising, so one repair round can fix them all.
+    """
+    tables = tables or []
+    problems: list[str] = []
+    sets: list[IndexSet] = []
+    for item in draft.sets:
+        elements = item.elements
+        if item.from_table:
+            try:
+                elements = set_elements(tables, item.from_table)
+            except DataMappingError as error:
+                problems.append(f"set {item.name}: {error}")
+                continue
+        try:
+            sets.append(IndexSet(name=item.name, elements=elements))
+        except ValidationError as error:
+            problems += _validation_problems(error, f"set {item.name}")
+    parameters: list[Parameter] = []
+    for item in draft.parameters:
+        value: float | dict[str, Any] | None = item.value
+        if item.from_table:
+            try:
+                value = parameter_value(tables, item.from_table, len(item.index), item.key_columns or None)
+            except DataMappingError as error:
+                problems.append(f"parameter {item.name}: {error}")
+                continue
+        if value is None:
+            problems.append(f"parameter {item.name}: give a value or from_table")
+            continue
+        try:
+            parameters.append(Parameter(name=item.name, index=item.index, value=value))
+        except ValidationError as error:
+            problems += _validation_problems(error, f"parameter {item.name}")
+    variables: list[Variable] = []
+    for item in draft.variables:
+        try:
+            variables.append(
+                Variable(
+                    name=item.name,
+                    description=item.meaning,
+                    index=item.index,
+                    domain=item.type,
+                    lower=item.lower,
+                    upper=item.upper,
+                )
+            )
+        except ValidationError as error:
+            problems += _validation_problems(error, f"variable {item.name}")
+    constraints: list[Constraint] = []
+    for item in draft.constraints:
+        try:
+            bindings = [parse_binding(text) for text in item.for_all]
+            constraint = Constraint(
+                name=item.name, description=item.meaning, for_all=bindings, expression=item.expression
+            )
+            constraints.append(constraint)
+        except ValidationError as error:  # before ValueError: pydantic's error subclasses it
+            problems += _validation_problems(error, f"constraint {item.name}")
+        except ValueError as error:
+            problems.append(f"constraint {item.name}: {error}")
+    if problems:
+        raise DraftError(problems)
+    stated = draft.objective
+    objective = Objective(sense=stated.sense, expression=stated.expression, description=stated.meaning)
+    try:
+        return Formulation(
+            notes=draft.notes,
+            sets=sets,
+            parameters=parameters,
+            variables=variables,
+            objective=objective,
+            constraints=constraints,
+        )
+    except ValidationError as error:
+        raise DraftError(_validation_problems(error, "formulation")) from error
+
+
+def formulation_to_draft(formulation: Formulation) -> FormulationDraft:
+    """The inverse, for showing a previous formulation to the LLM in the shape it writes."""
+    return FormulationDraft(
+        notes=formulation.notes,
+        sets=[DraftSet(name=s.name, elements=s.elements) for s in formulation.sets],
+        parameters=[
+            DraftParameter(name=p.name, index=p.index, value=p.value) for p in formulation.parameters
+        ],
+        variables=[
+            DraftVariable(
+                name=v.name, meaning=v.description, index=v.index, type=v.domain, lower=v.lower, upper=v.upper
+            )
+            for v in formulation.variables
+        ],
+        objective=DraftObjective(
+            sense=formulation.objective.sense,
+            expression=formulation.objective.expression,
+            meaning=formulation.objective.description,
+        ),
+        constraints=[
+            DraftConstraint(
+                name=c.name,
+                expression=c.expression,
+                for_all=[f"{b.index} in {b.set}" for b in c.for_all],
+                meaning=c.description,
+            )
+            for c in formulation.constraints
+        ],
+    )
+
+
+def compact_json(draft: FormulationDraft) -> str:
+    """The draft as short JSON: defaults dropped so the prompt stays small."""
+    return draft.model_dump_json(exclude_defaults=True)
