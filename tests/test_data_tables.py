@@ -64,7 +64,8 @@ def test_json_keyed_rows_get_a_key_column(tmp_path: Path) -> None:
     path = tmp_path / "plants.json"
     path.write_text(json.dumps({"Boston": {"capacity": 10}, "Denver": {"capacity": 20}}))
     table = load_table(path)
-    assert table.columns == ["key", "capacity"] and set_elements([table], "plants.key") == ["Boston", "Denver"]
+    assert table.columns == ["key", "capacity"]
+    assert set_elements([table], "plants.key") == ["Boston", "Denver"]
 
 
 def test_broken_json_and_clashing_names_are_clear_errors(tmp_path: Path) -> None:
@@ -95,7 +96,8 @@ def test_wide_matrix_and_two_key_columns(tmp_path: Path) -> None:
     long.write_text("plant,customer,cost\nBoston,NY,3\nBoston,LA,9\nDenver,NY,6\n")
     tables = load_tables([wide, long])
     assert set_elements(tables, "ship.*") == ["NY", "LA"]
-    assert parameter_value(tables, "ship.*", 2) == {"Boston": {"NY": 3.0, "LA": 9.0}, "Denver": {"NY": 6.0, "LA": 4.0}}
+    matrix = {"Boston": {"NY": 3.0, "LA": 9.0}, "Denver": {"NY": 6.0, "LA": 4.0}}
+    assert parameter_value(tables, "ship.*", 2) == matrix
     assert parameter_value(tables, "lanes.cost", 2, ["plant", "customer"])["Boston"] == {"NY": 3.0, "LA": 9.0}
 
 
