@@ -57,6 +57,12 @@ class DraftConstraint(BaseModel):
 class FormulationDraft(BaseModel):
     """What the LLM returns in IR style. Field order is the order the model writes."""
 
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # Titles repeat the field names; without them the schema is a third shorter, which
+        # matters when an endpoint without schema support gets it pasted into the prompt.
+        return _without_titles(super().model_json_schema(*args, **kwargs))
+
     notes: str = Field(description="each resource and each product's per-unit use of it")
     sets: list[DraftSet] = Field(default_factory=list)
     parameters: list[DraftParameter] = Field(default_factory=list)
@@ -66,6 +72,18 @@ class FormulationDraft(BaseModel):
     missing_information: list[str] = Field(
         default_factory=list, description="data the problem needs but does not give; usually empty"
     )
+
+
+def _without_titles(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            key: _without_titles(value)
+            for key, value in schema.items()
+            if not (key == "title" and isinstance(value, str))
+        }
+    if isinstance(schema, list):
+        return [_without_titles(item) for item in schema]
+    return schema
 
 
 class DraftError(ValueError):
@@ -209,3 +227,21 @@ def formulation_to_draft(formulation: Formulation) -> FormulationDraft:
 def compact_json(draft: FormulationDraft) -> str:
     """The draft as short JSON: defaults dropped so the prompt stays small."""
     return draft.model_dump_json(exclude_defaults=True)
+
+
+_PYTHON_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_program(text: str) -> str:
+    """The Python program in a code-style reply: the fenced block defining build_model, else any
+    fenced block, else the whole text (small models sometimes skip the fence). Raises ValueError."""
+    blocks = [block.strip() for block in _PYTHON_FENCE.findall(text)]
+    for block in blocks:
+        if "def build_model" in block:
+            return block
+    if blocks and blocks[0]:
+        return blocks[0]
+    stripped = text.strip()
+    if "def build_model" in stripped:
+        return stripped
+    raise ValueError("the reply contains no Python program defining build_model()")
