@@ -99,7 +99,8 @@ def _fresh_highs(lp: highspy.HighsLp, seconds: float) -> highspy.Highs:
 def _verdict(highs: highspy.Highs) -> bool | None:
     """True = infeasible, False = feasible, None = could not tell (time limit, numerical trouble)."""
     status = highs.getModelStatus()
-    if status == highspy.HighsModelStatus.kOptimal:
+    # An empty model (every variable fixed or unused) has nothing that could conflict.
+    if status in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kModelEmpty):
         return False
     # With a zero objective nothing is unbounded, so "infeasible or unbounded" means infeasible.
     if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):

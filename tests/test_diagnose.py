@@ -6,6 +6,7 @@ import highspy
 import pyomo.environ as pyo
 import pytest
 
+from solvers import diagnose
 from solvers.diagnose import diagnose_infeasibility
 from solvers.highs import load_into_highs
 from solvers.result import ConflictMember, InfeasibilityDiagnosis, SolveOptions
@@ -234,7 +235,7 @@ def test_feasible_model_reports_no_conflict(integer: bool) -> None:
     assert diagnosis.conflict == []
     assert diagnosis.relaxations == []
     assert diagnosis.total_violation == 0.0
-    assert "feasible" in diagnosis.message
+    assert diagnosis.message.startswith("The model is feasible")
 
 
 def test_equality_conflict_includes_the_needed_bound_and_raises_the_rhs() -> None:
@@ -285,3 +286,36 @@ def test_many_harmless_constraints_with_a_time_budget() -> None:
         _shipping(integer_extra=True, harmless=400), SolveOptions(time_limit=30)
     )
     assert _constraint_names(diagnosis) == {"demand[Boston]", "supply[Denver]"}
+
+
+def test_lp_falls_back_to_the_deletion_filter_when_the_iis_is_not_irreducible(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the "reduce to irreducible" bit HiGHS returns a merely reducible set, which the
+    # diagnosis must not pass off as an IIS.
+    monkeypatch.setattr(diagnose, "IIS_STRATEGY", 2)
+    model = _shipping(harmless=20)
+    result = diagnose_infeasibility(model)
+    assert result.method == "elastic_deletion_filter"
+    assert _constraint_names(result) == {"demand[Boston]", "supply[Denver]"}
+    _assert_irreducible(model, result)
+
+
+def test_exhausted_time_budget_says_so_instead_of_guessing() -> None:
+    m = pyo.ConcreteModel()
+    m.n = pyo.Var(within=pyo.Integers, bounds=(0, 1))
+    m.low = pyo.Constraint(expr=m.n >= 0.5)
+    m.high = pyo.Constraint(expr=m.n <= 0.7)
+    m.obj = pyo.Objective(expr=m.n)
+    result = diagnose_infeasibility(m, SolveOptions(time_limit=1e-9))
+    assert result.conflict == []
+    assert "time limit" in result.message
+
+
+def test_model_without_any_free_variable_is_feasible() -> None:
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(bounds=(0, 1))
+    m.obj = pyo.Objective(expr=0)
+    result = diagnose_infeasibility(m)
+    assert result.conflict == []
+    assert result.message.startswith("The model is feasible")
