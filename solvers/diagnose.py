@@ -263,18 +263,17 @@ def _constraint_description(con: ConstraintData) -> str:
 
 
 def _bound_text(var: VarData, side: Side | Literal["both"]) -> str:
+    """E.g. "x[a] <= 5 (integer; crates per truck)": the bound first, then what the variable is."""
     lower, upper = var.bounds
-    kind = (
-        " (integer)" if var.is_integer() and not var.is_binary() else " (binary)" if var.is_binary() else ""
-    )
     if side == "lower":
-        text = f"{var.name} >= {lower:g}{kind}"
+        text = f"{var.name} >= {lower:g}"
     elif side == "upper":
-        text = f"{var.name} <= {upper:g}{kind}"
+        text = f"{var.name} <= {upper:g}"
     else:
-        text = f"{lower:g} <= {var.name} <= {upper:g}{kind}"
-    doc = var.parent_component().doc
-    return text + (f"; {_short(doc)}" if doc else "")
+        text = f"{lower:g} <= {var.name} <= {upper:g}"
+    kind = "binary" if var.is_binary() else "integer" if var.is_integer() else ""
+    notes = "; ".join(note for note in (kind, _short(var.parent_component().doc or "")) if note)
+    return text + (f" ({notes})" if notes else "")
 
 
 def _bound_member(var: VarData, side: Side | Literal["both"]) -> ConflictMember:
