@@ -34,7 +34,7 @@ def _only(model: pyo.ConcreteModel, members: list[ConflictMember]) -> pyo.Concre
     for con in copy.component_data_objects(pyo.Constraint, active=True):
         if con.name not in keep:
             con.deactivate()
-    sides = {m.name: m.description.split(";")[0] for m in members if m.kind == "variable_bound"}
+    sides = {m.name: m.description.split(" (")[0] for m in members if m.kind == "variable_bound"}
     for var in copy.component_data_objects(pyo.Var):
         lower, upper = var.bounds
         if var.is_integer():
@@ -249,7 +249,7 @@ def test_equality_conflict_includes_the_needed_bound_and_raises_the_rhs() -> Non
     # x + y = 10 and x >= 12 force y = -2: y's lower bound is part of the conflict.
     assert _constraint_names(diagnosis) == {"total", "floor"}
     assert _bound_names(diagnosis) == {"y"}
-    assert next(c for c in diagnosis.conflict if c.name == "y").description == "y >= 0; overtime"
+    assert next(c for c in diagnosis.conflict if c.name == "y").description == "y >= 0 (overtime)"
     _assert_irreducible(m, diagnosis)
     # total 10 -> 12 costs 2; floor 36 -> 30 would cost 6.
     assert [(r.name, r.direction) for r in diagnosis.relaxations] == [("total", "increase_rhs")]
@@ -319,3 +319,4 @@ def test_model_without_any_free_variable_is_feasible() -> None:
     result = diagnose_infeasibility(m)
     assert result.conflict == []
     assert result.message.startswith("The model is feasible")
+
