@@ -47,6 +47,21 @@ class LLMConfig(BaseModel):
     timeout: float = 120.0
     max_retries: int = 3
     cache_path: Path | None = Field(default_factory=default_cache_path)
+    retry_initial_wait: float = Field(
+        default=0.5, ge=0, description="seconds before the first retry; doubles per retry, with jitter"
+    )
+    retry_max_wait: float = Field(default=8.0, ge=0, description="cap on one backoff wait")
+    retry_deadline: float = Field(
+        default=30.0,
+        ge=0,
+        description="no retry starts (nor waits out a Retry-After) past this many seconds after the "
+        "first attempt, so a dead endpoint fails in seconds, not minutes",
+    )
+    cache_scope: str | None = Field(
+        default=None,
+        description="what names the endpoint in cache keys (default: base_url); set it when one model "
+        "is served at changing addresses so its cached replies stay valid",
+    )
 
     @classmethod
     def from_environment(cls, **overrides: Any) -> LLMConfig | None:
