@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import itertools
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -463,3 +465,26 @@ def test_config_file_mistakes_are_reported(clean_env: Path) -> None:
     clean_env.write_text('llm = "not a table"\n')
     with pytest.raises(ValueError, match=r"\[llm\] must be a table"):
         LLMConfig.from_environment()
+
+
+def test_cache_is_shared_safely_by_concurrent_processes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    writer = (
+        "import sys\n"
+        "from trace_graph.llm.cache import CachedReply, LLMCache\n"
+        "from trace_graph.llm.usage import TokenUsage\n"
+        "cache = LLMCache(sys.argv[1])\n"
+        "for i in range(150):\n"
+        "    reply = CachedReply(text=f'{sys.argv[2]} {i}', finish_reason='stop', model='m',\n"
+        "                        usage=TokenUsage(prompt_tokens=i), seconds=0.0)\n"
+        "    cache.put(f'{sys.argv[2]}-{i}', reply)\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", writer, str(path), name], cwd=Path(__file__).parents[1])
+        for name in ("first", "second", "third")
+    ]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0]
+    cache = LLMCache(path)
+    assert len(cache) == 450
+    reply = cache.get("second-149")
+    assert reply is not None and (reply.text, reply.usage.prompt_tokens) == ("second 149", 149)
