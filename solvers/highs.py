@@ -14,6 +14,8 @@ processes that import it, and HiGHS's worker threads do not survive a fork.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -30,6 +32,8 @@ from pyomo.core.base.constraint import ConstraintData
 from pyomo.core.base.var import VarData
 from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
+from solvers.result import SolveOptions, SolveResult, SolveStatus
+
 Sense = Literal["minimize", "maximize"]
 
 
@@ -42,9 +46,7 @@ class TriviallyInfeasibleError(ValueError):
 
     def __init__(self, constraints: list[str]) -> None:
         self.constraints = constraints
-        super().__init__(
-            "constraint(s) with no variables that can never hold: " + ", ".join(constraints)
-        )
+        super().__init__("constraint(s) with no variables that can never hold: " + ", ".join(constraints))
 
 
 @dataclass
@@ -221,11 +223,7 @@ def load_into_highs(model: pyo.ConcreteModel) -> LoadedModel:
         highs.changeObjectiveOffset(offset)
 
     in_columns = {id(v) for v in columns}
-    omitted = [
-        v
-        for v in model.component_data_objects(pyo.Var, descend_into=True)
-        if id(v) not in in_columns
-    ]
+    omitted = [v for v in model.component_data_objects(pyo.Var, descend_into=True) if id(v) not in in_columns]
     return LoadedModel(
         highs=highs,
         columns=columns,
@@ -240,3 +238,252 @@ def load_into_highs(model: pyo.ConcreteModel) -> LoadedModel:
         objective_name=objective_name,
         omitted_variables=omitted,
     )
+
+
+# --- solving ---------------------------------------------------------------------------------
+# HiGHS runs on one process-wide thread pool; a Highs object asking for another thread count
+# than the pool was started with fails with kError, so the pool is reset first.
+_pool_threads: int | None = None
+
+
+def _use_threads(threads: int) -> int:
+    global _pool_threads
+    threads = max(1, threads)
+    if _pool_threads is not None and _pool_threads != threads:
+        highspy.Highs.resetGlobalScheduler(True)
+    _pool_threads = threads
+    return threads
+
+
+def _configure(highs: highspy.Highs, options: SolveOptions) -> None:
+    highs.setOptionValue("threads", _use_threads(options.threads))
+    if options.time_limit is not None:
+        highs.setOptionValue("time_limit", float(options.time_limit))
+    if options.mip_gap is not None:
+        highs.setOptionValue("mip_rel_gap", float(options.mip_gap))
+
+
+_STOPPED_EARLY = {
+    highspy.HighsModelStatus.kTimeLimit: "time limit reached",
+    highspy.HighsModelStatus.kIterationLimit: "iteration limit reached",
+    highspy.HighsModelStatus.kSolutionLimit: "solution limit reached",
+    highspy.HighsModelStatus.kObjectiveBound: "objective bound reached",
+    highspy.HighsModelStatus.kObjectiveTarget: "objective target reached",
+    highspy.HighsModelStatus.kInterrupt: "interrupted",
+    highspy.HighsModelStatus.kHighsInterrupt: "interrupted",
+}
+_TERMINAL = {
+    highspy.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
+    highspy.HighsModelStatus.kInfeasible: SolveStatus.INFEASIBLE,
+    highspy.HighsModelStatus.kUnbounded: SolveStatus.UNBOUNDED,
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: SolveStatus.INFEASIBLE_OR_UNBOUNDED,
+}
+
+
+def _default_value(var: VarData) -> float:
+    """A value for a variable the solver never saw: its fixed value, else 0 moved into bounds."""
+    if var.fixed and var.value is not None:
+        return float(var.value)
+    lower, upper = var.bounds
+    value = 0.0
+    if lower is not None and value < lower:
+        value = math.ceil(lower) if var.is_integer() else float(lower)
+    if upper is not None and value > upper:
+        value = math.floor(upper) if var.is_integer() else float(upper)
+    return float(value)
+
+
+def _omitted_values(variables: list[VarData]) -> dict[str, float]:
+    return {v.name: _default_value(v) for v in variables}
+
+
+def solve_loaded(loaded: LoadedModel, options: SolveOptions | None = None) -> SolveResult:
+    """Solve a model already in HiGHS and map the answer back to Pyomo names."""
+    options = options or SolveOptions()
+    start = time.perf_counter()
+    highs = loaded.highs
+    _configure(highs, options)
+    highs.run()
+    status = highs.getModelStatus()
+    if status == highspy.HighsModelStatus.kUnboundedOrInfeasible:
+        # presolve often cannot tell which; the simplex without presolve can
+        highs.setOptionValue("presolve", "off")
+        highs.clearSolver()
+        highs.run()
+        status = highs.getModelStatus()
+    result = _result_from_highs(loaded, status, options)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _result_from_highs(loaded: LoadedModel, status: Any, options: SolveOptions) -> SolveResult:
+    highs = loaded.highs
+    info = highs.getInfo()
+    if status == highspy.HighsModelStatus.kModelEmpty:
+        values = _omitted_values(loaded.omitted_variables)
+        return SolveResult(
+            status=SolveStatus.OPTIMAL, objective=loaded.objective_offset, values=values, path="fast"
+        )
+    has_solution = info.primal_solution_status == 2  # 2 = feasible
+    if status in _TERMINAL:
+        result = SolveResult(status=_TERMINAL[status], path="fast")
+        if result.status != SolveStatus.OPTIMAL:
+            return result
+    elif status in _STOPPED_EARLY:
+        reason = _STOPPED_EARLY[status]
+        result = SolveResult(
+            status=SolveStatus.TIME_LIMIT,
+            path="fast",
+            message=f"stopped early ({reason}); "
+            + (
+                "best solution found so far is reported" if has_solution else "no feasible solution found yet"
+            ),
+        )
+        if not has_solution:
+            return result
+    else:
+        return SolveResult(
+            status=SolveStatus.ERROR,
+            path="fast",
+            message=f"HiGHS stopped with status {highs.modelStatusToString(status)}",
+        )
+    solution = highs.getSolution()
+    col_value = np.asarray(solution.col_value)
+    result.values = dict(zip(loaded.column_names, col_value.tolist(), strict=True))
+    result.values.update(_omitted_values(loaded.omitted_variables))
+    result.objective = float(info.objective_function_value)
+    if loaded.is_mip:
+        result.bound = float(info.mip_dual_bound)
+        result.gap = float(info.mip_gap) if math.isfinite(info.mip_gap) else None
+    elif options.want_duals and solution.dual_valid:
+        # "+ 0.0" turns HiGHS's -0.0 into 0.0, which reads better in reports
+        result.duals = dict(
+            zip(loaded.row_names, (np.asarray(solution.row_dual) + 0.0).tolist(), strict=True)
+        )
+        result.reduced_costs = dict(
+            zip(loaded.column_names, (np.asarray(solution.col_dual) + 0.0).tolist(), strict=True)
+        )
+    return result
+
+
+def _solve_stock(model: pyo.ConcreteModel, options: SolveOptions) -> SolveResult:
+    """pyomo.contrib.solver's HiGHS interface: takes quadratic objectives the arrays cannot."""
+    from pyomo.contrib.solver.common.factory import SolverFactory
+    from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
+
+    threads = _use_threads(options.threads)
+    config: dict[str, Any] = {
+        "tee": False,
+        "load_solutions": False,
+        "raise_exception_on_nonoptimal_result": False,
+        "threads": threads,
+    }
+    if options.time_limit is not None:
+        config["time_limit"] = float(options.time_limit)
+    if options.mip_gap is not None:
+        config["rel_gap"] = float(options.mip_gap)
+    results = SolverFactory("highs").solve(model, **config)
+    condition = results.termination_condition
+    statuses = {
+        TerminationCondition.convergenceCriteriaSatisfied: SolveStatus.OPTIMAL,
+        TerminationCondition.provenInfeasible: SolveStatus.INFEASIBLE,
+        TerminationCondition.locallyInfeasible: SolveStatus.INFEASIBLE,
+        TerminationCondition.unbounded: SolveStatus.UNBOUNDED,
+        TerminationCondition.infeasibleOrUnbounded: SolveStatus.INFEASIBLE_OR_UNBOUNDED,
+        TerminationCondition.maxTimeLimit: SolveStatus.TIME_LIMIT,
+        TerminationCondition.iterationLimit: SolveStatus.TIME_LIMIT,
+        TerminationCondition.objectiveLimit: SolveStatus.TIME_LIMIT,
+        TerminationCondition.interrupted: SolveStatus.TIME_LIMIT,
+    }
+    status = statuses.get(condition, SolveStatus.ERROR)
+    result = SolveResult(status=status, path="pyomo")
+    if status == SolveStatus.ERROR:
+        result.message = f"HiGHS (via Pyomo) ended with {condition.name}"
+        return result
+    has_solution = results.solution_status in (SolutionStatus.feasible, SolutionStatus.optimal)
+    if status == SolveStatus.TIME_LIMIT:
+        result.message = f"stopped early ({condition.name}); " + (
+            "best solution found so far is reported" if has_solution else "no feasible solution found yet"
+        )
+    if status not in (SolveStatus.OPTIMAL, SolveStatus.TIME_LIMIT) or not has_solution:
+        return result
+    loader = results.solution_loader
+    primals = loader.get_vars()
+    result.values = {v.name: float(x) for v, x in primals.items()}
+    unseen = [v for v in model.component_data_objects(pyo.Var, descend_into=True) if v not in primals]
+    result.values.update(_omitted_values(unseen))
+    result.objective = results.incumbent_objective
+    integer = any(v.is_integer() for v in primals)
+    if integer:
+        result.bound = results.objective_bound
+        if result.bound is not None and result.objective is not None:
+            result.gap = abs(result.objective - result.bound) / max(1e-10, abs(result.objective))
+    elif options.want_duals and status == SolveStatus.OPTIMAL:
+        try:
+            result.duals = {c.name: float(d) + 0.0 for c, d in loader.get_duals().items()}
+            result.reduced_costs = {v.name: float(r) + 0.0 for v, r in loader.get_reduced_costs().items()}
+        except Exception:  # duals are a bonus; some models have none
+            result.duals, result.reduced_costs = {}, {}
+    return result
+
+
+def solve_model(
+    model: pyo.ConcreteModel, options: SolveOptions | None = None, *, load_solution: bool = False
+) -> SolveResult:
+    """Solve any Pyomo model with HiGHS; never raises for solver-side failures.
+
+    `options.path`: "fast" (arrays; LP/MILP only), "pyomo" (contrib SolverFactory('highs')),
+    "auto" (fast, falling back to pyomo for quadratic objectives). Values are keyed by Pyomo
+    names; LP duals are d(objective)/d(right-hand side) per constraint (HiGHS's convention, in
+    either sense) and reduced costs d(objective)/d(variable). With `load_solution`, the values
+    are also written into the model's variables.
+    """
+    options = options or SolveOptions()
+    start = time.perf_counter()
+    try:
+        result = _solve(model, options)
+    except Exception as error:  # a solve must report, not crash the caller
+        result = SolveResult(
+            status=SolveStatus.ERROR, message=f"{type(error).__name__}: {error}", path=options.path
+        )
+    if load_solution and result.values:
+        _load_values(model, result.values)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _solve(model: pyo.ConcreteModel, options: SolveOptions) -> SolveResult:
+    if options.path == "pyomo":
+        return _solve_stock(model, options)
+    try:
+        loaded = load_into_highs(model)
+    except NotLinearError as error:
+        if options.path == "fast":
+            return SolveResult(
+                status=SolveStatus.ERROR,
+                path="fast",
+                message=f"the fast path takes LP/MILP only: {error}",
+            )
+        return _guarded_stock(model, options, str(error))
+    except TriviallyInfeasibleError as error:
+        return SolveResult(status=SolveStatus.INFEASIBLE, path="fast", message=str(error))
+    return solve_loaded(loaded, options)
+
+
+def _guarded_stock(model: pyo.ConcreteModel, options: SolveOptions, why: str) -> SolveResult:
+    try:
+        return _solve_stock(model, options)
+    except Exception as error:  # e.g. IncompatibleModelError for general nonlinear models
+        return SolveResult(
+            status=SolveStatus.ERROR,
+            path="pyomo",
+            message=f"HiGHS cannot solve this model ({type(error).__name__}: {error}). "
+            f"It solves LP, MILP and convex quadratic objectives; the linear form failed because: {why}",
+        )
+
+
+def _load_values(model: pyo.ConcreteModel, values: dict[str, float]) -> None:
+    for var in model.component_data_objects(pyo.Var, descend_into=True):
+        value = values.get(var.name)
+        if value is not None and not var.fixed:
+            var.set_value(value, skip_validation=True)
