@@ -50,7 +50,9 @@ def program_failed(status: str, error: str) -> str:
 
 
 def _diagnosis_text(diagnosis: InfeasibilityDiagnosis) -> str:
-    lines = [diagnosis.message.strip()] if diagnosis.message.strip() else []
+    if diagnosis.message.strip():  # the diagnosis already names the conflict and the cheapest fix
+        return diagnosis.message.strip()
+    lines = []
     if diagnosis.conflict:
         members = [
             f"{m.name}{' (' + m.description + ')' if m.description else ''}"
@@ -58,14 +60,13 @@ def _diagnosis_text(diagnosis: InfeasibilityDiagnosis) -> str:
             for m in diagnosis.conflict
         ]
         lines.append("These cannot all hold together:\n" + _bullets(members))
-    if diagnosis.relaxations:
-        fixes = [
-            f"{r.name}: {r.direction.replace('_', ' ')} by {r.amount:g}"
-            for r in diagnosis.relaxations
-            if r.amount
-        ]
-        if fixes:
-            lines.append("Smallest change that would make it feasible:\n" + _bullets(fixes))
+    fixes = [
+        f"{r.name}: {r.direction.replace('_', ' ')} by {r.amount:g}"
+        for r in diagnosis.relaxations
+        if r.amount
+    ]
+    if fixes:
+        lines.append("Smallest change that would make it feasible:\n" + _bullets(fixes))
     return "\n".join(lines)
 
 
