@@ -337,7 +337,7 @@ class ModelingAgent(Module):
             evaluation = self.assess(candidate, solved, check, concerns if concerns is not None else [])
             rounds.append(Round(candidate, solved, check, evaluation))
             attempts.append(evaluation.value.attempt())
-            if evaluation.value.accepted or not _worth_repairing(solved.value):
+            if evaluation.value.accepted or not _worth_repairing(candidate.value, solved.value):
                 break
 
         chosen = _choose_round(rounds)
@@ -712,8 +712,11 @@ def _code_data_note(tables: list[DataTable]) -> str:
     return f"\nData tables are passed in: define build_model(data) and read {listing}."
 
 
-def _worth_repairing(solved: Solved) -> bool:
-    # Hitting the time limit is not the formulation's fault; another round would only wait again.
+def _worth_repairing(candidate: Candidate, solved: Solved) -> bool:
+    # Hitting the time limit is not the formulation's fault, and a refused request (e.g. a prompt
+    # over the context) only grows in a repair: another round would fail the same way.
+    if candidate.outcome == "request refused":
+        return False
     return not (solved.solve is not None and solved.solve.status == SolveStatus.TIME_LIMIT)
 
 
