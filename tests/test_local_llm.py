@@ -335,7 +335,7 @@ def write_state(pid: int, port: int, *, shared: bool, model: str = QWEN_CODER_1_
         started_at=datetime.now(UTC),
         threads=1,
         n_ctx=4096,
-        log_path=Path("/dev/null"),
+        log_path=server.server_dir() / f"test-{pid}-{port}.log",
         owner_pid=os.getpid(),
         shared=shared,
     )
@@ -355,6 +355,17 @@ def test_stale_state_files_are_removed() -> None:
     garbage.write_text("{not json")
     assert server.running_servers() == []
     assert not dead_path.exists() and not not_llama.exists() and not garbage.exists()
+
+
+def test_a_dead_on_demand_server_leaves_no_log_behind() -> None:
+    code = "import os; print(os.getpid())"
+    dead = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    on_demand = ServerState.model_validate_json(write_state(dead, 1, shared=False).read_text())
+    on_demand.log_path.write_text("llama.cpp said things\n")
+    shared = ServerState.model_validate_json(write_state(dead + 1_000_000, 2, shared=True).read_text())
+    shared.log_path.write_text("kept for the user\n")
+    assert server.running_servers() == []
+    assert not on_demand.log_path.exists() and shared.log_path.exists()
 
 
 def test_a_live_server_is_found_checked_and_stopped(

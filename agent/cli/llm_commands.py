@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 import typer
 from pydantic import BaseModel
@@ -49,6 +51,10 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 @llm_app.command()
 def serve(
     model: str = typer.Option(DEFAULT_MODEL_NAME, help="Registry name (see `optitrace llm models`)."),
@@ -75,6 +81,9 @@ def serve(
         server.start()
     except LocalModelError as error:
         raise _fail(error) from None
+    # `kill` or a closed terminal should stop the server as cleanly as Ctrl-C does.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _interrupt)
     try:
         out.print(f"Serving [bold]{server.model.name}[/bold] at [bold]{server.base_url}[/bold] "
                   f"(ready in {server.startup_seconds:.1f} s; log {server.log_path})")  # fmt: skip
@@ -86,6 +95,9 @@ def serve(
         )
         while server.is_running():
             time.sleep(0.5)
+        if server.stopped_elsewhere():
+            err.print("The server was stopped (optitrace llm stop).")
+            return
         err.print(f"[red]the server exited unexpectedly.[/red] Last lines of {server.log_path}:")
         err.print(log_tail(server.log_path), markup=False, highlight=False)
         raise typer.Exit(code=1)

@@ -197,6 +197,8 @@ def running_servers(model: str | None = None) -> list[ServerState]:
             continue
         if not (_pid_alive(state.pid) and _is_llama_server(state.pid, state.port)):
             path.unlink(missing_ok=True)
+            if not state.shared:  # its owner was killed before it could tidy up
+                state.log_path.unlink(missing_ok=True)
             continue
         if model is None or state.model == model:
             found.append(state)
@@ -246,6 +248,9 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like uvicorn: connections of a just-stopped server in TIME_WAIT must not count as "in use";
+        # a live listener still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
@@ -395,6 +400,10 @@ class LocalServer:
         temp = path.with_suffix(".tmp")
         temp.write_text(state.model_dump_json(indent=1) + "\n")
         os.replace(temp, path)
+
+    def stopped_elsewhere(self) -> bool:
+        """True when `optitrace llm stop` (or anyone using the state file) ended this server."""
+        return self.process is not None and not _state_path(self.process.pid).exists()
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
