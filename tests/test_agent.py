@@ -481,3 +481,76 @@ def test_options_are_validated(client: LLMClient) -> None:
         ModelingAgent(client, max_repairs=-1)
     agent = ModelingAgent(client, samples=2, style="code")
     assert agent.options.samples == 2 and agent.options.style == "code"
+
+
+# --- the command line ----------------------------------------------------------------------------------
+def write_cli_config(path: Path, base_url: str) -> None:
+    cache = path.parent / "cache.sqlite"
+    path.write_text(
+        f'[llm]\nbase_url = "{base_url}"\nmax_retries = 1\nretry_deadline = 0.3\ncache_path = "{cache}"\n'
+    )
+
+
+@pytest.fixture
+def cli_env(scripted_llm: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the CLI at the scripted server through a config file, with the cache under tmp_path."""
+    config = tmp_path / "config.toml"
+    write_cli_config(config, scripted_llm.base_url)
+    for variable in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPTITRACE_MODEL", "OPENAI_MODEL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OPTITRACE_CONFIG", str(config))
+    return config
+
+
+def test_cli_solve_json(scripted_llm: ScriptedLLMServer, cli_env: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    scripted_llm.add(GOOD_JSON)
+    result = CliRunner().invoke(app, ["solve", BAKERY, "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["status"] == "optimal" and document["objective"] == pytest.approx(120.0)
+    assert document["values"] == {"bread": 40.0, "cake": 0.0}
+    assert document["formulation"]["objective"]["expression"] == "3*bread + 5*cake"
+    assert document["usage"]["calls"] == 1 and document["llm"]["base_url"] == scripted_llm.base_url
+
+
+def test_cli_solve_rich_from_file_with_model(
+    scripted_llm: ScriptedLLMServer, cli_env: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    problem = tmp_path / "bakery.txt"
+    problem.write_text(BAKERY)
+    scripted_llm.add(GOOD_JSON)
+    result = CliRunner().invoke(app, ["solve", "--file", str(problem), "--show-model", "--mode", "oneshot"])
+    assert result.exit_code == 0, result.output
+    assert "optimal" in result.output and "120" in result.output and "loaves baked" in result.output
+    assert "bread + 2*cake <= 40" in result.output  # --show-model prints the math
+    assert scripted_llm.requests[0].last_user_text.rstrip().endswith(BAKERY + "\nJSON:")
+
+
+def test_cli_reports_a_dead_endpoint_and_bad_inputs(cli_env: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["solve", BAKERY, "--data", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 1 and "cannot read data table" in missing.output
+    bad_option = runner.invoke(app, ["solve", BAKERY, "--style", "prose"])
+    assert bad_option.exit_code == 1 and "style" in bad_option.output
+    broken_params = tmp_path / "params.json"
+    broken_params.write_text("{not json")
+    bad_params = runner.invoke(app, ["solve", BAKERY, "--params", str(broken_params)])
+    assert bad_params.exit_code == 1 and "cannot load parameters" in bad_params.output
+
+    with ScriptedLLMServer() as server:
+        dead_url = server.base_url
+    write_cli_config(cli_env, dead_url)
+    dead = runner.invoke(app, ["solve", BAKERY, "--json"])
+    assert dead.exit_code == 1 and "cannot be reached" in dead.output
