@@ -5,11 +5,13 @@ and returns an `InfeasibilityDiagnosis`:
 
 * LP: HiGHS's own IIS (elasticity LPs, then a reduction to an irreducible set), mapped back to
   constraint names, their `doc` descriptions and variable bounds.
-* MILP, or when the IIS is unavailable: a deletion filter. Constraints are dropped in blocks
+* MILP, or when the IIS is unavailable: a deletion filter. Candidates are dropped in blocks
   (halving a block when dropping all of it makes the model feasible); a dropped block stays
-  dropped while the rest is still infeasible. Every kept constraint was tested alone, so the
-  result is irreducible unless a solve was inconclusive or the time budget ran out. The same
-  filter then runs over the variable bounds of the conflict's variables.
+  dropped while the rest is still infeasible. Every kept member was tested alone, so the result
+  is irreducible unless a solve was inconclusive or the time budget ran out. Rows go first, then
+  the bounds of the surviving rows' variables. When the MILP's LP relaxation is already
+  infeasible, its IIS is a conflict of the MILP too, so only its members are filtered (with
+  integrality) - a handful of MILP solves instead of hundreds.
 * Both: an elastic copy (one non-negative slack per finite constraint side, minimising their
   sum, integrality kept) gives the smallest total relaxation that restores feasibility.
 
@@ -39,11 +41,14 @@ SLACK_TOLERANCE = 1e-6
 # The elastic MILP may take at most this share of the remaining budget, so the deletion filter
 # (which is what names the conflict) always gets time too.
 ELASTIC_BUDGET_SHARE = 0.4
+# For a MILP the LP relaxation's IIS is only a shortcut, so it must leave time for the filter.
+IIS_BUDGET_SHARE = 0.3
 # kIisStrategyFromLp | kIisStrategyIrreducible: the default "light" strategy only checks bounds.
 IIS_STRATEGY = 2 | 4
 _IIS_FEASIBLE, _IIS_IRREDUCIBLE = -1, 3
 _IIS_LOWER, _IIS_UPPER, _IIS_BOXED = 2, 3, 4
 _DESCRIPTION_CHARS = 160
+MESSAGE_LINES = 20  # members listed in the message; the full set is in `conflict`
 
 Method = Literal["iis", "elastic_deletion_filter"]
 Side = Literal["lower", "upper"]
@@ -326,6 +331,24 @@ def _fix_sentence(relaxations: list[Relaxation], total: float | None, optimal: b
     return f"{head}{tail}: " + "; ".join(steps) + "."
 
 
+def _bound_lines(bounds: list[ConflictMember]) -> list[str]:
+    """One line per bound, except that many equal bounds of one indexed variable share a line."""
+    groups: dict[str, list[ConflictMember]] = {}
+    for member in bounds:
+        component = member.name.split("[", 1)[0]
+        # "x[3] >= 0 (binary)" and "x[7] >= 0 (binary)" share the pattern "x[...] >= 0 (binary)"
+        pattern = member.description.replace(member.name, f"{component}[...]", 1)
+        groups.setdefault(pattern if "[" in member.name else member.description, []).append(member)
+    lines = []
+    for pattern, members in groups.items():
+        if len(members) <= 3:
+            lines += [f"  - {m.description or m.name}" for m in members]
+            continue
+        names = ", ".join(m.name for m in members[:4])
+        lines.append(f"  - {pattern} for {len(members)} entries: {names}, ...")
+    return lines
+
+
 def _conflict_message(
     conflict: list[ConflictMember], irreducible: bool, whole_number_variables: list[str] | None = None
 ) -> str:
@@ -346,11 +369,11 @@ def _conflict_message(
         lines = [f"This {parts[0].removeprefix('1 ')} can never hold:"]
     else:
         lines = [f"These {' and '.join(parts)} cannot all hold at once:"]
-    for member in conflict:
-        if member.kind == "constraint":
-            lines.append(f"  - {member.name}" + (f" ({member.description})" if member.description else ""))
-        else:  # the description already spells the bound out
-            lines.append(f"  - {member.description or member.name}")
+    listed = [f"  - {m.name}" + (f" ({m.description})" if m.description else "") for m in constraints]
+    listed += _bound_lines(bounds)
+    if len(listed) > MESSAGE_LINES:
+        listed = [*listed[:MESSAGE_LINES], f"  ... and {len(listed) - MESSAGE_LINES} more (see `conflict`)"]
+    lines += listed
     if whole_number_variables:
         shown = ", ".join(whole_number_variables[:5]) + (", ..." if len(whole_number_variables) > 5 else "")
         lines.append(
@@ -480,11 +503,19 @@ class _Conflict:
 _IIS_SIDES: dict[int, Side | Literal["both"]] = {_IIS_LOWER: "lower", _IIS_UPPER: "upper", _IIS_BOXED: "both"}
 
 
-def _iis_conflict(loaded: LoadedModel, clock: _Clock) -> tuple[_Conflict | None, bool]:
-    """HiGHS's IIS for an LP: (the conflict, or None when it failed; whether HiGHS proved feasibility)."""
+def _iis_conflict(loaded: LoadedModel, seconds: float) -> tuple[_Conflict | None, bool]:
+    """HiGHS's IIS of the (LP relaxation of the) loaded model.
+
+    Returns (the conflict, or None when HiGHS could not find an irreducible one; whether HiGHS
+    proved the LP feasible). HiGHS's IIS is LP-only, so integrality is switched off first.
+    """
     highs = loaded.highs
+    n_int = len(loaded.integer_columns)
+    if n_int:
+        continuous = np.full(n_int, int(highspy.HighsVarType.kContinuous), dtype=np.uint8)
+        highs.changeColsIntegrality(n_int, loaded.integer_columns, continuous)
     highs.setOptionValue("iis_strategy", IIS_STRATEGY)
-    highs.setOptionValue("time_limit", max(clock.remaining(), 0.01))
+    highs.setOptionValue("time_limit", max(seconds, 0.01))
     status, iis = highs.getIis()
     if status == highspy.HighsStatus.kError or not iis.valid_:
         return None, False
@@ -501,26 +532,65 @@ def _iis_conflict(loaded: LoadedModel, clock: _Clock) -> tuple[_Conflict | None,
     return _Conflict(rows=[int(r) for r in iis.row_index_], bounds=bounds), False
 
 
-def _filter_conflict(lp: highspy.HighsLp, oracle: _FeasibilityOracle, elastic: _Elastic) -> _Conflict:
-    """Deletion filter over rows, then over the bounds of the surviving rows' variables."""
-    carried_slack: set[int] = set()
-    if elastic.solved:
-        positive = (elastic.lower_slack > SLACK_TOLERANCE) | (elastic.upper_slack > SLACK_TOLERANCE)
-        carried_slack = set(np.flatnonzero(positive).tolist())
-    # Rows that needed slack are tested last, so the filter drops unrelated rows first and the
-    # conflict it keeps tends to be the one the relaxation talks about.
-    row_order = [r for r in range(lp.num_row_) if r not in carried_slack] + sorted(carried_slack)
-    kept_rows, rows_irreducible = _deletion_filter(oracle, [_Unit("row", r) for r in row_order])
-    rows = [u.index for u in kept_rows]
-
-    columns = _columns_in_rows(lp, rows) if rows else list(range(lp.num_col_))
-    bound_units = [
+def _bound_units(oracle: _FeasibilityOracle, columns: Sequence[int]) -> list[_Unit]:
+    return [
         _Unit("bound", c, side)
         for c in columns
         for side, value in (("lower", oracle.original_col_lower[c]), ("upper", oracle.original_col_upper[c]))
         if np.isfinite(value)
     ]
-    kept_bounds, bounds_irreducible = _deletion_filter(oracle, bound_units)
+
+
+def _restrict_to(oracle: _FeasibilityOracle, lp: highspy.HighsLp, seed: _Conflict) -> bool:
+    """Drop every row and bound outside `seed`; True if the rest is (still) proved infeasible.
+
+    The seed is the LP relaxation's IIS: infeasible without integrality, so infeasible with it.
+    The check guards against tolerances telling the two solves apart.
+    """
+    seed_rows = set(seed.rows)
+    outside_rows = [_Unit("row", r) for r in range(lp.num_row_) if r not in seed_rows]
+    inside_bounds = _seed_bound_units(seed)
+    outside_bounds = [u for u in _bound_units(oracle, range(lp.num_col_)) if u not in inside_bounds]
+    oracle.set_dropped(outside_rows + outside_bounds, True)
+    if oracle.infeasible() is True:
+        return True
+    oracle.set_dropped(outside_rows + outside_bounds, False)
+    return False
+
+
+def _seed_bound_units(seed: _Conflict) -> set[_Unit]:
+    units: set[_Unit] = set()
+    for col, side in seed.bounds.items():
+        for one in ("lower", "upper") if side == "both" else (side,):
+            units.add(_Unit("bound", col, one))
+    return units
+
+
+def _filter_conflict(
+    lp: highspy.HighsLp, oracle: _FeasibilityOracle, elastic: _Elastic, seed: _Conflict | None
+) -> _Conflict:
+    """Deletion filter over rows, then over the bounds of the surviving rows' variables.
+
+    With a `seed` (an LP-relaxation IIS) only its members are candidates, which turns hundreds of
+    MILP solves into a handful; without one every row and bound is.
+    """
+    carried_slack: set[int] = set()
+    if elastic.solved:
+        positive = (elastic.lower_slack > SLACK_TOLERANCE) | (elastic.upper_slack > SLACK_TOLERANCE)
+        carried_slack = set(np.flatnonzero(positive).tolist())
+    candidate_rows = sorted(seed.rows) if seed else range(lp.num_row_)
+    # Rows that needed slack are tested last, so the filter drops unrelated rows first and the
+    # conflict it keeps tends to be the one the relaxation talks about.
+    row_order = [r for r in candidate_rows if r not in carried_slack]
+    row_order += [r for r in candidate_rows if r in carried_slack]
+    kept_rows, rows_irreducible = _deletion_filter(oracle, [_Unit("row", r) for r in row_order])
+    rows = [u.index for u in kept_rows]
+
+    if seed:
+        bound_candidates = sorted(_seed_bound_units(seed), key=lambda u: (u.index, str(u.side)))
+    else:
+        bound_candidates = _bound_units(oracle, _columns_in_rows(lp, rows) if rows else range(lp.num_col_))
+    kept_bounds, bounds_irreducible = _deletion_filter(oracle, bound_candidates)
     found: dict[int, set[str]] = {}
     for unit in kept_bounds:
         found.setdefault(unit.index, set()).add(str(unit.side))
@@ -531,47 +601,50 @@ def _filter_conflict(lp: highspy.HighsLp, oracle: _FeasibilityOracle, elastic: _
     return _Conflict(rows=rows, bounds=bounds, irreducible=rows_irreducible and bounds_irreducible)
 
 
+def _diagnose_loaded(loaded: LoadedModel, clock: _Clock) -> InfeasibilityDiagnosis:
+    lp = loaded.highs.getLp()  # before the IIS step relaxes integrality in loaded.highs
+    # For a MILP the LP relaxation's IIS is only a starting point, so it gets part of the budget.
+    iis, lp_feasible = _iis_conflict(loaded, clock.remaining() * (IIS_BUDGET_SHARE if loaded.is_mip else 1.0))
+    if not loaded.is_mip and lp_feasible:
+        return _feasible("iis")
+    if not loaded.is_mip and iis is not None:
+        # The IIS names the conflict; the elastic LP only prices the fix.
+        elastic = _elastic(lp, clock.remaining())
+        return _report(loaded, lp, "iis", iis, elastic, integrality_causes_it=False)
+
+    oracle = _FeasibilityOracle(lp, clock)
+    verdict = oracle.infeasible()
+    if verdict is False:
+        return _feasible("elastic_deletion_filter")
+    if verdict is None:
+        return _unavailable(
+            "Could not tell whether the model is infeasible: HiGHS hit the diagnosis time limit "
+            f"({clock.seconds:g} s) or had numerical trouble before proving it."
+        )
+    elastic = _elastic(lp, clock.remaining() * ELASTIC_BUDGET_SHARE)
+    seed = iis if iis is not None and _restrict_to(oracle, lp, iis) else None
+    conflict = _filter_conflict(lp, oracle, elastic, seed)
+    integrality_causes_it = loaded.is_mip and _lp_relaxation_feasible(oracle) is True
+    return _report(loaded, lp, "elastic_deletion_filter", conflict, elastic, integrality_causes_it)
+
+
 def _lp_relaxation_feasible(oracle: _FeasibilityOracle) -> bool | None:
-    """Whether the model without integrality is feasible, i.e. integrality causes the conflict."""
-    if not len(oracle.integer_columns):
-        return False
+    """Whether the conflict the filter left in `oracle` holds once integrality is dropped."""
     oracle.set_integrality(False)
     verdict = oracle.infeasible()
     oracle.set_integrality(True)
     return None if verdict is None else not verdict
 
 
-def _diagnose_loaded(loaded: LoadedModel, clock: _Clock) -> InfeasibilityDiagnosis:
-    lp = loaded.highs.getLp()
-    method: Method = "elastic_deletion_filter" if loaded.is_mip else "iis"
-    conflict: _Conflict | None = None
-    if not loaded.is_mip:
-        conflict, proved_feasible = _iis_conflict(loaded, clock)
-        if proved_feasible:
-            return _feasible("iis")
-        if conflict is None:
-            method = "elastic_deletion_filter"
-
-    oracle = _FeasibilityOracle(lp, clock)
-    if conflict is None:
-        verdict = oracle.infeasible()
-        if verdict is False:
-            return _feasible(method)
-        if verdict is None:
-            return _unavailable(
-                "Could not tell whether the model is infeasible: HiGHS hit the diagnosis time limit "
-                f"({clock.seconds:g} s) or had numerical trouble before proving it.",
-                method,
-            )
-
-    # The IIS already names the conflict, so the elastic LP may use the whole remaining budget.
-    share = ELASTIC_BUDGET_SHARE if conflict is None else 1.0
-    elastic = _elastic(lp, clock.remaining() * share)
-    if conflict is None:
-        conflict = _filter_conflict(lp, oracle, elastic)
+def _report(
+    loaded: LoadedModel,
+    lp: highspy.HighsLp,
+    method: Method,
+    conflict: _Conflict,
+    elastic: _Elastic,
+    integrality_causes_it: bool,
+) -> InfeasibilityDiagnosis:
     relaxations = _relaxations(loaded, elastic) if elastic.solved else []
-
-    integrality_causes_it = _lp_relaxation_feasible(oracle)
     whole_numbers = conflict.integer_variables(loaded, lp) or ["some variables"]
     members = conflict.members(loaded)
     lines = [

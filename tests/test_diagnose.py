@@ -7,8 +7,11 @@ import pyomo.environ as pyo
 import pytest
 
 from solvers import diagnose
+from solvers.api import solve_formulation
+from solvers.build import build_model
 from solvers.diagnose import diagnose_infeasibility
 from solvers.highs import load_into_highs
+from solvers.ir import Formulation
 from solvers.result import ConflictMember, InfeasibilityDiagnosis, SolveOptions
 
 
@@ -320,3 +323,61 @@ def test_model_without_any_free_variable_is_feasible() -> None:
     assert result.conflict == []
     assert result.message.startswith("The model is feasible")
 
+
+def _transport_formulation(boston_need: float) -> Formulation:
+    return Formulation.model_validate(
+        {
+            "name": "transport",
+            "sets": [
+                {"name": "Plants", "elements": ["Denver", "Austin"]},
+                {"name": "Cities", "elements": ["Boston", "Chicago"]},
+            ],
+            "parameters": [
+                {"name": "capacity", "index": ["Plants"], "value": {"Denver": 300, "Austin": 200}},
+                {"name": "need", "index": ["Cities"], "value": {"Boston": boston_need, "Chicago": 0}},
+            ],
+            "variables": [{"name": "ship", "index": ["Plants", "Cities"], "description": "units shipped"}],
+            "objective": {
+                "sense": "minimize",
+                "expression": "sum(ship[p, c] for p in Plants for c in Cities)",
+            },
+            "constraints": [
+                {
+                    "name": "supply",
+                    "description": "a plant ships at most its capacity",
+                    "for_all": [{"index": "p", "set": "Plants"}],
+                    "expression": "sum(ship[p, c] for c in Cities) <= capacity[p]",
+                },
+                {
+                    "name": "demand",
+                    "description": "every city receives what it needs",
+                    "for_all": [{"index": "c", "set": "Cities"}],
+                    "expression": "sum(ship[p, c] for p in Plants) >= need[c]",
+                },
+            ],
+        }
+    )
+
+
+def test_formulation_built_from_the_ir_is_diagnosed_in_its_own_names() -> None:
+    built = build_model(_transport_formulation(boston_need=700))
+    diagnosis = diagnose_infeasibility(built.model)
+    # Boston needs 700 but both plants together make 500: both capacities and Boston's demand.
+    assert _constraint_names(diagnosis) == {"supply[Denver]", "supply[Austin]", "demand[Boston]"}
+    descriptions = {m.name: m.description for m in diagnosis.conflict}
+    assert descriptions["supply[Austin]"] == "a plant ships at most its capacity"
+    assert descriptions["demand[Boston]"] == "every city receives what it needs"
+    assert diagnosis.total_violation == pytest.approx(200.0)
+    assert sum(r.amount for r in diagnosis.relaxations) == pytest.approx(200.0)
+    assert {r.name for r in diagnosis.relaxations} <= _constraint_names(diagnosis)
+    _assert_irreducible(built.model, diagnosis)
+
+    feasible = diagnose_infeasibility(build_model(_transport_formulation(boston_need=400)).model)
+    assert feasible.conflict == []
+
+
+def test_solve_formulation_attaches_the_diagnosis() -> None:
+    result = solve_formulation(_transport_formulation(boston_need=700))
+    assert result.status == "infeasible"
+    assert result.diagnosis is not None
+    assert _constraint_names(result.diagnosis) == {"supply[Denver]", "supply[Austin]", "demand[Boston]"}
