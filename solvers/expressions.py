@@ -792,8 +792,11 @@ class Compiler(Generic[T]):
         return self._error(f"{what}. {advice}".strip(), node)
 
     def _call(self, node: ast.Call, scope: dict[str, str], token: str) -> Node:
-        if not isinstance(node.func, ast.Name) or node.func.id not in ALLOWED_FUNCTIONS:
-            called = node.func.id if isinstance(node.func, ast.Name) else self._segment(node.func)
+        if not isinstance(node.func, ast.Name):
+            hint = _SYNTAX_HINTS.get(type(node.func), "only sum, abs, min and max can be called")
+            raise self._error(hint + ".", node)
+        if node.func.id not in ALLOWED_FUNCTIONS:
+            called = node.func.id
             raise self._error(
                 f"function {called} is not available; "
                 "allowed: sum(... for i in S), and abs, min, max of data.",
@@ -1047,7 +1050,7 @@ def _normalizing_key(
         element = lookup(element_key(value))
         if element is None:
             raise _Fail(
-                f"{value!r} (from `{token}`) is not an element of {declared.name} "
+                f"`{token}` is {value!r} here, which is not an element of {declared.name} "
                 f"(position {position} of {owner}); restrict the instances with `where` or an `if`.",
                 token,
             )
