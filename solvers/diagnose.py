@@ -666,6 +666,13 @@ def _report(
     )
 
 
+def _without_objectives(model: pyo.ConcreteModel) -> pyo.ConcreteModel:
+    copy = model.clone()
+    for objective in copy.component_data_objects(pyo.Objective, active=True, descend_into=True):
+        objective.deactivate()
+    return copy
+
+
 def diagnose_infeasibility(
     model: pyo.ConcreteModel, options: SolveOptions | None = None
 ) -> InfeasibilityDiagnosis:
@@ -678,11 +685,18 @@ def diagnose_infeasibility(
     options = options or SolveOptions()
     clock = _Clock(options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT)
     try:
-        loaded = load_into_highs(model)
+        try:
+            loaded = load_into_highs(model)
+        except (NotLinearError, ValueError) as error:
+            if isinstance(error, TriviallyInfeasibleError):
+                raise
+            # Feasibility ignores the objective, so a quadratic objective or a second objective
+            # must not stop the diagnosis: retry on a copy without objectives.
+            loaded = load_into_highs(_without_objectives(model))
     except TriviallyInfeasibleError as error:
         return _trivially_infeasible(model, error)
     except NotLinearError as error:
-        return _unavailable(f"Infeasibility diagnosis needs a linear model (LP or MILP): {error}")
+        return _unavailable(f"Infeasibility diagnosis needs linear constraints (LP or MILP): {error}")
     except ValueError as error:
         return _unavailable(f"The model could not be loaded for diagnosis: {error}")
 

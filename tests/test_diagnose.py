@@ -274,6 +274,17 @@ def test_range_constraint_lower_side_is_lowered() -> None:
     assert "lower the right-hand side of band by 4" in diagnosis.message
 
 
+def test_quadratic_objective_does_not_stop_the_diagnosis() -> None:
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(bounds=(0, 4))
+    m.need = pyo.Constraint(expr=m.x >= 6, doc="at least six")
+    m.obj = pyo.Objective(expr=(m.x - 1) ** 2)
+    diagnosis = diagnose_infeasibility(m)
+    assert _constraint_names(diagnosis) == {"need"}
+    assert _bound_names(diagnosis) == {"x"}
+    assert m.obj.active  # the caller's model is left as it was
+
+
 def test_nonlinear_model_gets_a_clear_message() -> None:
     m = pyo.ConcreteModel()
     m.x = pyo.Var(bounds=(0, 1))
