@@ -185,7 +185,7 @@ def test_failure_flows_downstream_without_running_later_calls() -> None:
     assert isinstance(later, ExceptionNode) and calls == []
     assert later.value == failed.value and later.origin is failed and later.parents == (failed,)
     assert failed.origin is failed
-    assert later.explanation().startswith("`record` was not run because an input failed")
+    assert later.explanation().startswith("`record` failed because `safe_ratio` raised (ZeroDivisionError)")
     assert "<--- (ZeroDivisionError)" in later.explanation()
 
 
@@ -199,6 +199,26 @@ def test_uncaught_mode_raises_execution_error_carrying_the_node() -> None:
     assert isinstance(caught.value.node, ExceptionNode)
     assert isinstance(caught.value.__cause__, ZeroDivisionError)
     assert "<--- (ZeroDivisionError) division by zero" in str(caught.value)
+
+
+def test_nested_failure_points_at_the_inner_call() -> None:
+    @bundle(catch_execution_error=False)
+    def inner(x: int) -> int:
+        return 10 // x
+
+    @bundle
+    def outer(x: int) -> int:
+        doubled = 2 * x
+        return inner(doubled - doubled).value
+
+    result = outer(3)
+    assert isinstance(result, ExceptionNode)
+    assert result.value == "(ZeroDivisionError) integer division or modulo by zero"
+    assert result.origin.operation.name == "inner" and result.origin in result.parents
+    explanation = result.explanation()
+    assert explanation.startswith("`outer` failed because `inner` raised (ZeroDivisionError)")
+    assert "    return 10 // x  <--- (ZeroDivisionError)" in explanation
+    assert "    return inner(doubled - doubled).value  <--- (ExecutionError)" in explanation
 
 
 def test_keyboard_interrupt_is_not_swallowed() -> None:

@@ -31,6 +31,7 @@ import inspect
 import itertools
 import linecache
 import textwrap
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class Bundle:
         self.original = _Version(function, self._operation(source, self.docstring), def_lineno)
         self._versions = itertools.count(1)
         self._shared_slot: _CodeSlot | None = None  # created on first use (methods use per-instance slots)
+        self._slot_lock = threading.Lock()
         self._instance_key = f"__trace_code_{self.name}"
 
     # -- code versions ---------------------------------------------------------------------------
@@ -194,10 +196,15 @@ class Bundle:
             if state is not None:  # each instance learns its own code
                 slot = state.get(self._instance_key)
                 if slot is None:
-                    slot = state[self._instance_key] = _CodeSlot(self)
+                    with self._slot_lock:  # two threads must not create two code parameters
+                        slot = state.get(self._instance_key)
+                        if slot is None:
+                            slot = state[self._instance_key] = _CodeSlot(self)
                 return slot
         if self._shared_slot is None:
-            self._shared_slot = _CodeSlot(self)
+            with self._slot_lock:
+                if self._shared_slot is None:
+                    self._shared_slot = _CodeSlot(self)
         return self._shared_slot
 
     @property
@@ -270,7 +277,15 @@ class Bundle:
             parents.extend(read for read in reads if read not in known)
         if error is not None:
             try:
-                return self._fail(version, parents, arg_names, _describe_failure(error, version), cause=error)
+                failure, origin = _describe_failure(error, version), None
+                if isinstance(error, ExecutionError):  # a nested bundled call failed: point at it
+                    if error.node not in parents:
+                        parents.append(error.node)
+                    origin = error.node.origin
+                    failure = _Failure(
+                        origin.error_type, origin.message, failure.annotated_source, failure.traceback
+                    )
+                return self._fail(version, parents, arg_names, failure, origin, cause=error)
             finally:
                 error = None  # its traceback holds this frame: drop the cycle so the graph can be freed
         if isinstance(result, Node):  # the body returned a node (e.g. from a nested bundled call)

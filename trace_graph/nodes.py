@@ -196,11 +196,15 @@ class ExceptionNode(MessageNode):
     def explanation(self) -> str:
         """The error and where it happened: the default feedback for ``backward()``."""
         origin = self.origin
-        text = f"Calling `{origin.operation.name}` raised {origin._value}"
-        if origin is not self:
-            text = f"`{self.operation.name}` was not run because an input failed: {text}"
+        if origin is self:
+            text = f"Calling `{self.operation.name}` raised {self._value}"
+        else:
+            text = f"`{self.operation.name}` failed because `{origin.operation.name}` raised {origin._value}"
         if origin.annotated_source:
-            text += f"\nThe failing line is marked with <---:\n{origin.annotated_source}"
+            text += f"\nThe failing line of `{origin.operation.name}` is marked with <---:\n"
+            text += origin.annotated_source
+        if origin is not self and self.annotated_source:  # a nested call: where the outer one made it
+            text += f"\n`{self.operation.name}` made that call here:\n{self.annotated_source}"
         return text
 
     def backward(  # type: ignore[override]
