@@ -173,8 +173,8 @@ class ModelingAgent(Module):
     ) -> None:
         self.client = client
         base = options or AgentOptions()
-        self.options = base.model_copy(update=overrides) if overrides else base
-        AgentOptions.model_validate(self.options.model_dump())  # overrides get validated too
+        # Re-validated so keyword overrides are checked like constructor arguments.
+        self.options = AgentOptions.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.sandbox_factory = sandbox_factory or _default_sandbox
         self.system_prompt = _parameter(
             prompts.SYSTEM_PROMPT,
@@ -240,17 +240,22 @@ class ModelingAgent(Module):
         """
         started = time.perf_counter()
         tables = tables or []
-        with self.client.track() as tracker, self._sandbox_open():
-            if not question.strip():
-                answer = self._error_answer(
-                    question, "the problem text is empty; describe the problem to solve"
-                )
-                trace = AgentTrace(answer=answer, answer_node=node(answer, name="answer"))
-            else:
-                trace = self._solve_all_samples(question.strip(), tables)
+        with self.client.track() as tracker:
+            trace = self._solve_guarded(question, tables)
         trace.answer.usage = _usage_summary(tracker.usage)
         trace.answer.seconds = round(time.perf_counter() - started, 3)
         return trace
+
+    def _solve_guarded(self, question: str, tables: list[DataTable]) -> AgentTrace:
+        if not question.strip():
+            return self._plain_trace(question, "the problem text is empty; describe the problem to solve")
+        try:
+            with self._sandbox_open():
+                return self._solve_all_samples(question.strip(), tables)
+        except LLMUnavailableError:
+            raise
+        except Exception as error:  # a bug or a broken sandbox must not lose the problem: report it
+            return self._plain_trace(question, f"internal error: {type(error).__name__}: {error}")
 
     # --- the workflow --------------------------------------------------------------------------
     def _solve_all_samples(self, question: str, tables: list[DataTable]) -> AgentTrace:
@@ -641,6 +646,10 @@ class ModelingAgent(Module):
                 yield
             finally:
                 _SANDBOX.reset(token)
+
+    def _plain_trace(self, question: str, message: str) -> AgentTrace:
+        answer = self._error_answer(question, message)
+        return AgentTrace(answer=answer, answer_node=node(answer, name="answer"))
 
     def _error_answer(self, question: str, message: str) -> AgentAnswer:
         return AgentAnswer(

@@ -554,3 +554,17 @@ def test_cli_reports_a_dead_endpoint_and_bad_inputs(cli_env: Path, tmp_path: Pat
     write_cli_config(cli_env, dead_url)
     dead = runner.invoke(app, ["solve", BAKERY, "--json"])
     assert dead.exit_code == 1 and "cannot be reached" in dead.output
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_answer(
+    scripted_llm: ScriptedLLMServer, client: LLMClient
+) -> None:
+    from solvers.sandbox import Sandbox
+
+    def strict_sandbox() -> Sandbox:  # insists on bwrap, which is not at that path
+        return Sandbox(isolation="bwrap", bwrap_path="/nonexistent/bwrap")
+
+    agent = ModelingAgent(client, AgentOptions(style="code"), sandbox_factory=strict_sandbox)
+    answer = agent.solve(BAKERY)
+    assert answer.status == AnswerStatus.ERROR
+    assert "SandboxUnavailableError" in (answer.error or "") and scripted_llm.request_count == 0
