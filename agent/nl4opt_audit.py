@@ -678,10 +678,6 @@ class ProblemAudit(BaseModel):
     notes: list[str] = Field(default_factory=list)
     labels: list[LabelCheck] = Field(default_factory=list)
 
-    @property
-    def ours(self) -> Solved | None:
-        return self.solved.get("rule")
-
     def agrees(self, choice: Choice = "rule") -> bool:
         return bool(self.labels) and all(check.agree[choice] for check in self.labels)
 
@@ -749,7 +745,7 @@ Solver = Callable[[Formulation], SolveResult]
 def default_solver(formulation: Formulation) -> SolveResult:
     from solvers.api import solve_formulation  # imported late: the solver stack is heavy to import
 
-    # A zero MIP gap: the labels are compared to 1e-6, HiGHS's default gap (1e-4) is too loose.
+    # A near-zero MIP gap: labels are compared to 1e-6, and HiGHS's default gap (1e-4) is too loose.
     options = SolveOptions(time_limit=30.0, mip_gap=1e-9, want_duals=False, diagnose_infeasible=False)
     return solve_formulation(formulation, options)
 
@@ -881,12 +877,7 @@ def _report(
         for check in a.labels
         if not check.agree["rule"]
     ]
-    conflicts = sum(
-        1
-        for a in labelled
-        if len({(c.label_status, c.label_objective) for c in a.labels}) > 1
-        and not _labels_agree([c for c in a.labels])
-    )
+    conflicts = sum(1 for a in labelled if not _labels_agree(a.labels))
     return AuditReport(
         total=len(annotations),
         built=len(built),
