@@ -95,6 +95,22 @@ def _pair_violation(left: float, op: str, right: float) -> float:
     return abs(left - right)
 
 
+def _check_range(
+    label: str, parts: tuple[float, ...], ops: tuple[str, ...], tolerance: float, out: list[Violation]
+) -> None:
+    """`lo <= e <= hi` (or `hi >= e >= lo`): report the expression against the end it crosses."""
+    value = parts[1]
+    lower, upper = (parts[0], parts[2]) if ops[0] == "<=" else (parts[2], parts[0])
+    if value < lower - _allowed(tolerance, lower):
+        amount = lower - value
+        message = f"{label}: expression {value:.10g} < lower end {lower:.10g} by {amount:.4g}"
+        out.append(Violation(kind="constraint", name=label, amount=amount, message=message))
+    if value > upper + _allowed(tolerance, upper):
+        amount = value - upper
+        message = f"{label}: expression {value:.10g} > upper end {upper:.10g} by {amount:.4g}"
+        out.append(Violation(kind="constraint", name=label, amount=amount, message=message))
+
+
 def _check_constraint(
     compiled: CompiledConstraint, tolerance: float, out: list[Violation], errors: list[ExpressionError]
 ) -> int:
@@ -110,7 +126,9 @@ def _check_constraint(
             errors.append(error)
             continue
         count += 1
-        # "lhs" and "rhs" are each comparison's own sides; a range checks both of its pairs
+        if len(parts) == 3:
+            _check_range(label, parts, ops, tolerance, out)
+            continue
         for (left, right), op in zip(itertools.pairwise(parts), ops, strict=True):
             amount = _pair_violation(left, op, right)
             if amount > _allowed(tolerance, right):

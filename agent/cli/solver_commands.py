@@ -21,7 +21,7 @@ from solvers.ir import Formulation
 from solvers.result import CheckReport, SolveOptions, SolveResult, SolveStatus
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay on one line: easy to grep
 ROWS_SHOWN = 50
 
 
