@@ -25,7 +25,15 @@ from solvers.expressions import (
 )
 from solvers.ir import Formulation
 
-__all__ = ["BuiltModel", "ExpressionError", "FormulationError", "PyomoAlgebra", "build_model"]
+__all__ = [
+    "BuiltModel",
+    "ExpressionError",
+    "FormulationError",
+    "Instances",
+    "PyomoAlgebra",
+    "build_model",
+    "evaluate_instances",
+]
 
 # Runtime errors (data-dependent) are reported for this many instances of one constraint; the
 # rest are counted, because 10,000 copies of one mistake help nobody.
@@ -160,51 +168,13 @@ class _Builder:
         return component if self.add(objective.name, component, "objective") else None
 
     def constraint(self, compiled: CompiledConstraint) -> pyo.Constraint | None:
-        name, ops = compiled.name, compiled.relation.ops
-        expressions: dict[tuple[Any, ...], Any] = {}
-        failures: list[ExpressionError] = []
-        failed = 0
-        for key, env in compiled.instances():
-            label = instance_name(name, key)
-            try:
-                parts = evaluate(compiled.relation, env, f"constraint {label}")
-            except ExpressionError as error:
-                failed += 1
-                if len(failures) < ERRORS_PER_CONSTRAINT:
-                    failures.append(error)
-                continue
-            if all(_is_number(p) for p in parts):
-                if _constant_holds(parts, ops):
-                    self.always_true.append(label)
-                    continue
-                failed += 1
-                if len(failures) < ERRORS_PER_CONSTRAINT:
-                    failures.append(self._never_holds(label, parts, ops, compiled))
-                continue
-            if len(parts) == 3 and _is_number(parts[0]) and _is_number(parts[2]):
-                low, high = (parts[0], parts[2]) if ops[0] == "<=" else (parts[2], parts[0])
-                if low > high:
-                    failed += 1
-                    if len(failures) < ERRORS_PER_CONSTRAINT:
-                        failures.append(
-                            ExpressionError(
-                                f"the range is empty: lower end {low:g} exceeds upper end {high:g}.",
-                                component=f"constraint {label}",
-                                token=compiled.relation.token,
-                            )
-                        )
-                    continue
-            expressions[key] = _pyomo_relation(parts, ops)
-        self.errors += failures
-        if failed > len(failures):
-            self.errors.append(
-                ExpressionError(
-                    f"{failed - len(failures)} more instance(s) fail the same way.",
-                    component=f"constraint {name}",
-                )
-            )
-        if failed:
+        instances = evaluate_instances(compiled)
+        self.errors += instances.errors
+        self.always_true += instances.always_true
+        if instances.errors:
             return None
+        ops = compiled.relation.ops
+        expressions = {key: _pyomo_relation(parts, ops) for key, parts in instances.parts}
         doc = compiled.constraint.description or None
         if not compiled.index_sets:
             if () not in expressions:  # always true: nothing to add
@@ -217,18 +187,74 @@ class _Builder:
                 return expressions.get(key, pyo.Constraint.Skip)
 
             component = pyo.Constraint(*index, rule=rule, doc=doc)
-        return component if self.add(name, component, "constraint") else None
+        return component if self.add(compiled.name, component, "constraint") else None
 
-    def _never_holds(
-        self, label: str, parts: tuple[float, ...], ops: tuple[str, ...], compiled: CompiledConstraint
-    ) -> ExpressionError:
-        return ExpressionError(
-            f"no variable is left in this instance and it reduces to `{_format_parts(parts, ops)}`, "
-            "which is false, so the model is infeasible. Often a sum over an empty selection; "
-            "restrict the instances with `where`, or fix the data.",
-            component=f"constraint {label}",
-            token=compiled.relation.token,
+
+@dataclass
+class Instances:
+    """The evaluated instances of one constraint: what to add, what is wrong, what always holds."""
+
+    parts: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)  # (key, parts)
+    errors: list[ExpressionError] = field(default_factory=list)
+    always_true: list[str] = field(default_factory=list)
+
+
+def evaluate_instances(compiled: CompiledConstraint) -> Instances:
+    """Evaluate every instance of a constraint, in whatever algebra it was compiled for.
+
+    Instances whose sides are plain numbers (no variable left) are dropped when they hold and
+    reported when they do not; data problems are reported for the first few instances and
+    counted for the rest. Shared by the Pyomo builder and the array builder, so both report
+    the same problems in the same words.
+    """
+    name, ops, token = compiled.name, compiled.relation.ops, compiled.relation.token
+    out = Instances()
+    failed = 0
+
+    def fail(error: ExpressionError) -> None:
+        nonlocal failed
+        failed += 1
+        if len(out.errors) < ERRORS_PER_CONSTRAINT:
+            out.errors.append(error)
+
+    for key, env in compiled.instances():
+        label = instance_name(name, key)
+        try:
+            parts = evaluate(compiled.relation, env, f"constraint {label}")
+        except ExpressionError as error:
+            fail(error)
+            continue
+        if all(_is_number(p) for p in parts):
+            if _constant_holds(parts, ops):
+                out.always_true.append(label)
+            else:
+                fail(_never_holds(label, parts, ops, token))
+            continue
+        if len(parts) == 3 and _is_number(parts[0]) and _is_number(parts[2]):
+            low, high = (parts[0], parts[2]) if ops[0] == "<=" else (parts[2], parts[0])
+            if low > high:
+                message = f"the range is empty: lower end {low:g} exceeds upper end {high:g}."
+                fail(ExpressionError(message, component=f"constraint {label}", token=token))
+                continue
+        out.parts.append((key, parts))
+    if failed > len(out.errors):
+        out.errors.append(
+            ExpressionError(
+                f"{failed - len(out.errors)} more instance(s) fail the same way.",
+                component=f"constraint {name}",
+            )
         )
+    return out
+
+
+def _never_holds(label: str, parts: tuple[float, ...], ops: tuple[str, ...], token: str) -> ExpressionError:
+    return ExpressionError(
+        f"no variable is left in this instance and it reduces to `{_format_parts(parts, ops)}`, "
+        "which is false, so the model is infeasible. Often a sum over an empty selection; "
+        "restrict the instances with `where`, or fix the data.",
+        component=f"constraint {label}",
+        token=token,
+    )
 
 
 def build_model(f: Formulation) -> BuiltModel:

@@ -14,18 +14,52 @@ offending source text and what to do about it; they are read by people and by LL
 from __future__ import annotations
 
 import ast
-import difflib
 import itertools
 import math
 import operator
-import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from solvers.ir import Constraint, Formulation, Parameter
+from solvers.ir import Constraint, Formulation
+from solvers.symbols import (
+    Element,
+    ExpressionError,
+    FormulationError,
+    MissingValueError,
+    ParameterInfo,
+    SetInfo,
+    SymbolTable,
+    VariableInfo,
+    _listing,
+    _suggest,
+    element_key,
+    instance_name,
+)
 
-Element = str | int
+__all__ = [
+    "NONLINEAR",
+    "Algebra",
+    "CompiledConstraint",
+    "CompiledFormulation",
+    "Compiler",
+    "Element",
+    "ExpressionError",
+    "FloatAlgebra",
+    "FormulationError",
+    "MissingValueError",
+    "Node",
+    "ParameterInfo",
+    "Relation",
+    "SetInfo",
+    "SymbolTable",
+    "VariableInfo",
+    "compile_formulation",
+    "element_key",
+    "evaluate",
+    "instance_name",
+]
+
 Env = dict[str, Element]
 T = TypeVar("T")
 
@@ -33,276 +67,6 @@ T = TypeVar("T")
 # (division by a variable, abs of a variable, x ** 0.5) gets NONLINEAR.
 NONLINEAR = 99
 ALLOWED_FUNCTIONS = ("sum", "abs", "min", "max")
-
-
-class ExpressionError(ValueError):
-    """A problem in one component of a formulation, phrased as feedback.
-
-    `component` is e.g. "constraint capacity[Boston]" or "objective"; `token` is the offending
-    source text (or name); `message` says what is wrong and how to fix it.
-    """
-
-    def __init__(self, message: str, *, component: str = "", token: str = "") -> None:
-        self.message = message
-        self.component = component
-        self.token = token
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = f"{self.component}: " if self.component else ""
-        at = f" [at `{self.token}`]" if self.token else ""
-        return f"{where}{self.message}{at}"
-
-    def in_component(self, component: str) -> ExpressionError:
-        """The same error attributed to `component` (set once the instance is known)."""
-        return ExpressionError(self.message, component=component, token=self.token)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # keyword-only constructor: make pickling (e.g. across processes) work
-        return (_rebuild_error, (self.message, self.component, self.token))
-
-
-def _rebuild_error(message: str, component: str, token: str) -> ExpressionError:
-    return ExpressionError(message, component=component, token=token)
-
-
-class MissingValueError(LookupError):
-    """A variable has no value (raised by the float backend; the checker reports it)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(name)
-
-
-# --- naming: identical to Pyomo's component names, without importing Pyomo --------------------
-_SPECIAL = re.compile(r"[()\[\],.'\":\\]")
-_NUMBER = re.compile(r"(?:[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|-?inf|nan)")
-
-
-def _element_repr(element: Element) -> str:
-    if not isinstance(element, str):
-        return repr(element)
-    quoted = repr(element)
-    if _SPECIAL.search(element) or _NUMBER.fullmatch(element):
-        return quoted
-    return element
-
-
-def instance_name(component: str, key: Sequence[Element]) -> str:
-    """Pyomo's name for `component[key]`: "x", "x[1]", "x[Boston,NY]", "x['a,b',3]"."""
-    if not key:
-        return component
-    return f"{component}[{','.join(_element_repr(e) for e in key)}]"
-
-
-def element_key(value: object) -> str:
-    """How elements are matched: as strings, with integral floats read as ints (2.0 -> "2")."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
-
-
-def _suggest(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
-def _listing(items: Sequence[object], limit: int = 8) -> str:
-    shown = ", ".join(repr(i) for i in items[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-# --- the symbol table: sets, parameter tables, variables -------------------------------------
-@dataclass
-class SetInfo:
-    name: str
-    elements: list[Element]
-    keys: dict[str, Element]  # element_key -> element as declared
-
-    @property
-    def all_int(self) -> bool:
-        return all(isinstance(e, int) for e in self.elements)
-
-    def lookup(self, value: object) -> Element | None:
-        return self.keys.get(element_key(value))
-
-
-@dataclass
-class ParameterInfo:
-    name: str
-    sets: list[SetInfo]
-    scalar: float | None  # set when not indexed
-    table: dict[Any, float]  # element (1 index) or tuple of elements -> value
-    default: float | None
-    description: str = ""
-
-    @property
-    def signature(self) -> str:
-        return ", ".join(s.name for s in self.sets)
-
-
-@dataclass
-class VariableInfo:
-    name: str
-    sets: list[SetInfo]
-    domain: str
-    lower: float | None
-    upper: float | None
-    description: str = ""
-
-    @property
-    def signature(self) -> str:
-        return ", ".join(s.name for s in self.sets)
-
-    def instance_keys(self) -> Iterator[tuple[Element, ...]]:
-        return itertools.product(*(s.elements for s in self.sets))
-
-
-@dataclass
-class SymbolTable:
-    """Everything an expression can refer to, resolved from a `Formulation`."""
-
-    sets: dict[str, SetInfo] = field(default_factory=dict)
-    parameters: dict[str, ParameterInfo] = field(default_factory=dict)
-    variables: dict[str, VariableInfo] = field(default_factory=dict)
-    errors: list[ExpressionError] = field(default_factory=list)
-    broken: set[str] = field(default_factory=set)  # declared, but the declaration has errors
-
-    @classmethod
-    def from_formulation(cls, f: Formulation) -> SymbolTable:
-        table = cls()
-        for s in f.sets:
-            table.sets[s.name] = SetInfo(s.name, list(s.elements), {element_key(e): e for e in s.elements})
-        for p in f.parameters:
-            info = table._parameter(p)
-            if info is not None:
-                table.parameters[p.name] = info
-            else:
-                table.broken.add(p.name)
-        for v in f.variables:
-            sets = table._index_sets(v.index, f"variable {v.name}")
-            if sets is not None:
-                table.variables[v.name] = VariableInfo(
-                    v.name, sets, v.domain, v.lower, v.upper, v.description
-                )
-            else:
-                table.broken.add(v.name)
-        return table
-
-    def names(self) -> list[str]:
-        return [*self.sets, *self.parameters, *self.variables]
-
-    def _index_sets(self, names: list[str], component: str) -> list[SetInfo] | None:
-        sets: list[SetInfo] = []
-        for name in names:
-            found = self.sets.get(name)
-            if found is None:
-                self.errors.append(
-                    ExpressionError(
-                        f"index set {name!r} is not declared.{_suggest(name, list(self.sets))} "
-                        f"Declared sets: {_listing(list(self.sets))}.",
-                        component=component,
-                        token=name,
-                    )
-                )
-                return None
-            sets.append(found)
-        return sets
-
-    def _parameter(self, p: Parameter) -> ParameterInfo | None:
-        component = f"parameter {p.name}"
-        sets = self._index_sets(p.index, component)
-        if sets is None:
-            return None
-        if not sets:
-            return ParameterInfo(p.name, [], float(p.value), {}, p.default, p.description)  # type: ignore[arg-type]
-        assert isinstance(p.value, dict)
-        before = len(self.errors)
-        table: dict[Any, float] = {}
-        for parts, raw in _flatten_table(p.value, len(sets), component, self.errors):
-            key: list[Element] = []
-            for part, s in zip(parts, sets, strict=True):
-                element = s.lookup(part)
-                if element is None:
-                    self.errors.append(
-                        ExpressionError(
-                            f"key {part!r} is not an element of set {s.name}."
-                            f"{_suggest(str(part), list(s.keys))} Elements: {_listing(s.elements)}.",
-                            component=component,
-                            token=str(part),
-                        )
-                    )
-                    break
-                key.append(element)
-            else:
-                number = _as_number(raw)
-                if number is None:
-                    self.errors.append(
-                        ExpressionError(
-                            f"the entry for {','.join(map(str, key))} is {raw!r}, not a number.",
-                            component=component,
-                            token=str(raw),
-                        )
-                    )
-                    continue
-                table[key[0] if len(key) == 1 else tuple(key)] = number
-        if len(self.errors) > before:
-            return None
-        return ParameterInfo(p.name, sets, None, table, p.default, p.description)
-
-
-def _as_number(raw: object) -> float | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int | float):
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            return None
-    return None
-
-
-def _split_flat_key(key: str) -> list[str]:
-    text = key.strip()
-    if text.startswith("(") and text.endswith(")"):
-        text = text[1:-1]
-    return [part.strip().strip("'\"") for part in text.split(",")]
-
-
-def _flatten_table(
-    value: dict[str, Any], depth: int, component: str, errors: list[ExpressionError]
-) -> Iterator[tuple[list[str], Any]]:
-    """Yield (key parts, raw value) from a nested and/or flat "a,b" keyed table."""
-    for key, item in value.items():
-        if isinstance(item, dict):
-            if depth <= 1:
-                errors.append(
-                    ExpressionError(
-                        f"the table is nested deeper than its {depth} remaining index set(s).",
-                        component=component,
-                        token=str(key),
-                    )
-                )
-                continue
-            for parts, raw in _flatten_table(item, depth - 1, component, errors):
-                yield [str(key), *parts], raw
-            continue
-        if item is None:  # an explicit null means "no entry": the default applies
-            continue
-        parts = [str(key).strip()] if depth == 1 else _split_flat_key(str(key))
-        if len(parts) != depth:
-            errors.append(
-                ExpressionError(
-                    f"key {key!r} has {len(parts)} part(s) where {depth} index element(s) are expected; "
-                    'use nested objects {"a": {"b": 1}} or flat keys "a,b".',
-                    component=component,
-                    token=str(key),
-                )
-            )
-            continue
-        yield parts, item
 
 
 # --- the algebra a walker evaluates in --------------------------------------------------------
@@ -695,14 +459,15 @@ class Compiler(Generic[T]):
     def _parameter_node(
         self, param: ParameterInfo, key_fn: Callable[[Env], Any], token: str, arity: int
     ) -> Node:
-        table, default = param.table, param.default
+        # `param.table` is read per call, not captured: it is only built if something evaluates
+        default = param.default
         if default is not None:
-            return Node(lambda env: table.get(key_fn(env), default), 0, "number", token)
+            return Node(lambda env: param.table.get(key_fn(env), default), 0, "number", token)
 
         def lookup(env: Env) -> float:
             key = key_fn(env)
             try:
-                return table[key]
+                return param.table[key]
             except KeyError:
                 raise _missing_entry(param, key if arity > 1 else (key,), token) from None
 
@@ -1175,18 +940,3 @@ def evaluate(node: Node | Relation, env: Env, component: str) -> Any:
         return node.evaluate(env) if isinstance(node, Relation) else node.fn(env)
     except _Fail as fail:
         raise ExpressionError(fail.message, component=component, token=fail.token) from None
-
-
-class FormulationError(ValueError):
-    """Every problem found in a formulation, each an `ExpressionError`, in one readable message."""
-
-    def __init__(self, errors: list[ExpressionError], name: str = "model") -> None:
-        self.errors = list(errors)
-        self.name = name
-        count = len(self.errors)
-        lines = [f"{count} problem{'s' if count != 1 else ''} in formulation {name!r}:"]
-        lines += [f"- {error}" for error in self.errors]
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FormulationError, (self.errors, self.name))
