@@ -425,3 +425,25 @@ def test_isolation_can_be_forced_by_environment(monkeypatch: pytest.MonkeyPatch)
 def test_run_rejects_data_that_is_not_json(sandbox: Sandbox) -> None:
     with pytest.raises(TypeError):
         sandbox.run(BAKERY, data={"when": threading.Event()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_run_code_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["run-code", str(PROJECT_ROOT / "examples" / "bakery_model.py"), "--json"])
+    assert done.exit_code == 0, done.output
+    result = SandboxResult.model_validate_json(done.stdout)
+    assert result.solve is not None and result.solve.objective == pytest.approx(120)
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("def build_model():\n    return 42\n")
+    done = runner.invoke(app, ["run-code", str(broken), "--timeout", "5"])
+    assert done.exit_code == 1
+    assert "contract_error" in done.output
