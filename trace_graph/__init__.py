@@ -55,3 +55,43 @@ __all__ = [
     "to_dot",
     "to_networkx",
 ]
+
+# Optimizers and the trainer, loaded on first use: they import openai, rich and matplotlib, which
+# would make `import trace_graph` several times slower for code that only records graphs.
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below imports them
+    from trace_graph.optimizers import OPRO as OPRO
+    from trace_graph.optimizers import Optimizer as Optimizer
+    from trace_graph.optimizers import OptoPrime as OptoPrime
+    from trace_graph.optimizers import ParameterUpdate as ParameterUpdate
+    from trace_graph.optimizers import StepResult as StepResult
+    from trace_graph.trainer import EvalOutcome as EvalOutcome
+    from trace_graph.trainer import Example as Example
+    from trace_graph.trainer import StepRecord as StepRecord
+    from trace_graph.trainer import Trainer as Trainer
+    from trace_graph.trainer import TrainingHistory as TrainingHistory
+
+_LAZY_EXPORTS = {
+    "OPRO": "trace_graph.optimizers",
+    "Optimizer": "trace_graph.optimizers",
+    "OptoPrime": "trace_graph.optimizers",
+    "ParameterUpdate": "trace_graph.optimizers",
+    "StepResult": "trace_graph.optimizers",
+    "EvalOutcome": "trace_graph.trainer",
+    "Example": "trace_graph.trainer",
+    "StepRecord": "trace_graph.trainer",
+    "Trainer": "trace_graph.trainer",
+    "TrainingHistory": "trace_graph.trainer",
+}
+__all__ += sorted(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'trace_graph' has no attribute {name!r}")
