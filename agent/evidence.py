@@ -70,7 +70,7 @@ def _diagnosis_text(diagnosis: InfeasibilityDiagnosis) -> str:
     return "\n".join(lines)
 
 
-def solve_failed(solve: SolveResult) -> str:
+def solve_failed(solve: SolveResult, unconstrained: list[str] | None = None) -> str:
     if solve.status == SolveStatus.INFEASIBLE:
         text = "The model is infeasible: no plan satisfies every constraint."
         if solve.diagnosis is not None:
@@ -80,6 +80,13 @@ def solve_failed(solve: SolveResult) -> str:
             "capacity or limit, >= for a requirement) and the numbers."
         )
     if solve.status in (SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED):
+        if unconstrained:
+            names = ", ".join(unconstrained)
+            return (
+                f"The model is unbounded: {names} appear(s) in no constraint, so nothing limits them. "
+                f"Every resource constraint must include the use of that resource by every decision, "
+                f"{names} too (read the notes: which resources does each of them use?)."
+            )
         return (
             f"The model is {solve.status.value.replace('_', ' ')}: the objective can improve without limit. "
             "A limit from the problem (a resource capacity, a budget, a demand) is missing, or written "

@@ -25,7 +25,8 @@ Reply with one JSON object with these fields, in this order:
   for countable things (bikes, workers, trucks), else "continuous".
 - objective: sense "maximize" or "minimize", expression with the variable names and * for products.
 - constraints: one per resource, requirement or limit: name and expression such as
-  "2*x + 3*y <= 240"; use >= for a minimum requirement and <= for a capacity.
+  "2*x + 3*y <= 240", with one term for EVERY decision that uses the resource (check the notes);
+  use >= for a minimum requirement and <= for a capacity.
 - missing_information: data the problem needs but does not give; [] when everything is given."""
 
 WORKED_EXAMPLE = """\

@@ -53,11 +53,24 @@ def _declared_names(formulation: Formulation) -> list[str]:
     ]
 
 
-def _from_solve(solve: SolveResult) -> Solved:
+def _from_solve(solve: SolveResult, unlimited: list[str] | None = None) -> Solved:
     if solve.status in SOLVED_STATUSES and solve.values:
         return Solved(stage="solve", outcome=solve.status.value, solve=solve)
-    failure = evidence.solve_failed(solve)
+    failure = evidence.solve_failed(solve, unlimited or [])
     return Solved(stage="solve", outcome=solve.status.value, solve=solve, failure=failure)
+
+
+def unconstrained_variables(formulation: Formulation) -> list[str]:
+    """Variables with no upper bound that no constraint mentions: the usual cause of an unbounded
+    model when a small LLM drops one product from every resource constraint."""
+    mentioned: set[str] = set()
+    for constraint in formulation.constraints:
+        mentioned.update(re.findall(r"[A-Za-z_]\w*", constraint.expression))
+    return [
+        v.name
+        for v in formulation.variables
+        if v.name not in mentioned and v.upper is None and v.domain != "binary"
+    ]
 
 
 def solve_ir(formulation: Formulation, options: SolveOptions) -> Solved:
@@ -72,7 +85,8 @@ def solve_ir(formulation: Formulation, options: SolveOptions) -> Solved:
             outcome="build error",
             failure=evidence.build_failed(problems, _declared_names(formulation)),
         )
-    return _from_solve(solve)
+    unbounded = solve.status in (SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED)
+    return _from_solve(solve, unconstrained_variables(formulation) if unbounded else None)
 
 
 def solve_program(

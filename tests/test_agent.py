@@ -568,3 +568,14 @@ def test_a_sandbox_that_cannot_start_is_an_error_answer(
     answer = agent.solve(BAKERY)
     assert answer.status == AnswerStatus.ERROR
     assert "SandboxUnavailableError" in (answer.error or "") and scripted_llm.request_count == 0
+
+
+def test_unbounded_feedback_names_the_variable_no_constraint_limits(
+    scripted_llm: ScriptedLLMServer, client: LLMClient
+) -> None:
+    muffin = {"name": "muffin", "meaning": "muffins baked", "type": "integer"}
+    objective = {"sense": "maximize", "expression": "3*bread + 5*cake + 2*muffin"}
+    scripted_llm.add(variant(variables=[*GOOD["variables"], muffin], objective=objective), GOOD_JSON)
+    answer = agent_for(client).solve(BAKERY)
+    assert answer.status == AnswerStatus.OPTIMAL
+    assert "muffin appear(s) in no constraint" in answer.attempts[0].feedback
