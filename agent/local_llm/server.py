@@ -414,11 +414,12 @@ class LocalServer:
         if process is None:
             return
         _state_path(process.pid).unlink(missing_ok=True)
-        if process.poll() is None:
+        crashed = process.poll() is not None
+        if not crashed:
             stop_process_group(process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=STOP_GRACE_SECONDS)
-        if self._forget_log_on_stop:
+        if self._forget_log_on_stop and not crashed:  # a crash log is worth keeping
             self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalServer:
