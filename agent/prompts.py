@@ -31,19 +31,19 @@ Reply with one JSON object with these fields, in this order:
 
 WORKED_EXAMPLE = """\
 Problem: A bike shop assembles city bikes and mountain bikes. A city bike needs 2 hours of assembly \
-and 1 hour of testing; a mountain bike needs 3 hours of assembly and 1 hour of testing. Each week \
-there are 240 assembly hours and 100 testing hours. At most 60 mountain bikes can be sold. The \
+and 1 hour of testing; a mountain bike needs 3 hours of assembly and 2 hours of testing. Each week \
+there are 240 assembly hours and 140 testing hours. At most 60 mountain bikes can be sold. The \
 profit is $50 per city bike and $80 per mountain bike. How many of each should be assembled to \
 maximize profit?
 JSON: {"notes": "assembly hours, 240 available: city bike uses 2, mountain bike uses 3. testing \
-hours, 100 available: city bike uses 1, mountain bike uses 1. mountain bikes sold at most 60. profit \
+hours, 140 available: city bike uses 1, mountain bike uses 2. mountain bikes sold at most 60. profit \
 per bike: city 50, mountain 80.", "variables": [{"name": "city", "meaning": "city bikes assembled \
 (bikes)", "type": "integer"}, {"name": "mountain", "meaning": "mountain bikes assembled (bikes)", \
 "type": "integer"}], "objective": {"sense": "maximize", "expression": "50*city + 80*mountain", \
 "meaning": "weekly profit ($)"}, "constraints": [{"name": "assembly_hours", "expression": \
 "2*city + 3*mountain <= 240", "meaning": "assembly hours used within the 240 available"}, \
-{"name": "testing_hours", "expression": "city + mountain <= 100", "meaning": "testing hours used \
-within the 100 available"}, {"name": "mountain_demand", "expression": "mountain <= 60", "meaning": \
+{"name": "testing_hours", "expression": "city + 2*mountain <= 140", "meaning": "testing hours used \
+within the 140 available"}, {"name": "mountain_demand", "expression": "mountain <= 60", "meaning": \
 "at most 60 mountain bikes sell"}], "missing_information": []}"""
 
 DATA_TABLE_INSTRUCTIONS = """\
@@ -61,8 +61,8 @@ Reply with the program in one ```python block."""
 
 CODE_WORKED_EXAMPLE = """\
 Problem: A bike shop assembles city bikes and mountain bikes. A city bike needs 2 hours of assembly \
-and 1 hour of testing; a mountain bike needs 3 hours of assembly and 1 hour of testing. Each week \
-there are 240 assembly hours and 100 testing hours. At most 60 mountain bikes can be sold. The \
+and 1 hour of testing; a mountain bike needs 3 hours of assembly and 2 hours of testing. Each week \
+there are 240 assembly hours and 140 testing hours. At most 60 mountain bikes can be sold. The \
 profit is $50 per city bike and $80 per mountain bike. How many of each should be assembled to \
 maximize profit?
 ```python
@@ -71,12 +71,12 @@ import pyomo.environ as pyo
 
 def build_model():
     m = pyo.ConcreteModel()
-    # assembly hours: city 2, mountain 3, 240 available; testing hours: 1 each, 100 available
+    # assembly hours: city 2, mountain 3, 240 available; testing hours: city 1, mountain 2, 140 available
     m.city = pyo.Var(domain=pyo.NonNegativeIntegers, doc="city bikes assembled (bikes)")
     m.mountain = pyo.Var(domain=pyo.NonNegativeIntegers, doc="mountain bikes assembled (bikes)")
     m.profit = pyo.Objective(expr=50 * m.city + 80 * m.mountain, sense=pyo.maximize)
     m.assembly_hours = pyo.Constraint(expr=2 * m.city + 3 * m.mountain <= 240)
-    m.testing_hours = pyo.Constraint(expr=m.city + m.mountain <= 100)
+    m.testing_hours = pyo.Constraint(expr=m.city + 2 * m.mountain <= 140)
     m.mountain_demand = pyo.Constraint(expr=m.mountain <= 60)
     return m
 ```"""
