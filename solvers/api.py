@@ -6,6 +6,7 @@ import importlib
 import time
 from typing import Any
 
+from solvers.arrays import NotLinearError, build_arrays, solve_arrays
 from solvers.build import build_model
 from solvers.expressions import FormulationError
 from solvers.highs import solve_model
@@ -37,15 +38,33 @@ def solve_formulation(f: Formulation, options: SolveOptions | None = None) -> So
     options = options or SolveOptions()
     start = time.perf_counter()
     try:
-        built = build_model(f)
+        result = _solve(f, options)
     except FormulationError as error:
-        return SolveResult(
-            status=SolveStatus.ERROR, message=str(error), path="build", seconds=time.perf_counter() - start
-        )
-    result = solve_model(built.model, options)
-    if result.status == SolveStatus.INFEASIBLE and options.diagnose_infeasible:
-        result.diagnosis, note = _diagnose(built.model, options)
-        if note:
-            result.message = f"{result.message}; {note}" if result.message else note
+        result = SolveResult(status=SolveStatus.ERROR, message=str(error), path="build")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _solve(f: Formulation, options: SolveOptions) -> SolveResult:
+    if options.path != "pyomo":
+        # LP/MILP straight from the IR to arrays; Pyomo is built only if a diagnosis needs it
+        try:
+            arrays = build_arrays(f)
+        except NotLinearError:
+            pass
+        else:
+            result = solve_arrays(arrays, options)
+            if result.status == SolveStatus.INFEASIBLE and options.diagnose_infeasible:
+                _attach_diagnosis(result, build_model(f).model, options)  # builds: same checks passed
+            return result
+    built = build_model(f)
+    result = solve_model(built.model, options)
+    if result.status == SolveStatus.INFEASIBLE and options.diagnose_infeasible:
+        _attach_diagnosis(result, built.model, options)
+    return result
+
+
+def _attach_diagnosis(result: SolveResult, model: Any, options: SolveOptions) -> None:
+    result.diagnosis, note = _diagnose(model, options)
+    if note:
+        result.message = f"{result.message}; {note}" if result.message else note

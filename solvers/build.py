@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pyomo.environ as pyo
@@ -257,12 +258,43 @@ def _never_holds(label: str, parts: tuple[float, ...], ops: tuple[str, ...], tok
     )
 
 
+@cache
+def _pyomo_reserved_words() -> frozenset[str]:
+    return frozenset(dir(pyo.ConcreteModel()))  # what Block.add_component refuses
+
+
+def reserved_name_errors(f: Formulation) -> list[ExpressionError]:
+    """Names a Pyomo model cannot hold as components (e.g. "name", "solve", "clone")."""
+    reserved = _pyomo_reserved_words()
+    named = [
+        *(("set", s.name) for s in f.sets),
+        *(("variable", v.name) for v in f.variables),
+        ("objective", f.objective.name),
+        *(("constraint", c.name) for c in f.constraints),
+    ]
+    return [
+        ExpressionError(
+            f"{what} name {name!r} is reserved by Pyomo models; rename it (e.g. {name}_).",
+            component=f"{what} {name}",
+            token=name,
+        )
+        for what, name in named
+        if name in reserved
+    ]
+
+
 def build_model(f: Formulation) -> BuiltModel:
     """Build the Pyomo model of `f`, or raise `FormulationError` with every problem found."""
     builder = _Builder(f)
     table = SymbolTable.from_formulation(f)
-    variables, complete = builder.declare(table)
+    reserved = reserved_name_errors(f)
+    variables: dict[str, pyo.Var] = {}
+    complete = False
+    if not reserved:
+        variables, complete = builder.declare(table)
     compiled = compile_formulation(f, PyomoAlgebra(builder.model), table=table)
+    if reserved:
+        raise FormulationError([*compiled.errors, *reserved], f.name)
     builder.errors = [*compiled.errors, *builder.errors]
     objective = None
     if compiled.objective is not None and complete:

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import highspy
 import numpy as np
@@ -94,6 +94,10 @@ class LoadedModel:
     def is_mip(self) -> bool:
         return len(self.integer_columns) > 0
 
+    def extra_values(self) -> dict[str, float]:
+        """Values for the omitted variables: fixed ones keep theirs, others 0 moved into bounds."""
+        return _omitted_values(self.omitted_variables)
+
 
 def _active_objectives(model: pyo.ConcreteModel) -> list[Any]:
     return list(model.component_data_objects(pyo.Objective, active=True, descend_into=True))
@@ -139,7 +143,7 @@ def _merge_rows(rows: list[Any], rhs: np.ndarray) -> tuple[np.ndarray, list[Any]
     return kept, constraints, lower[kept], upper[kept]
 
 
-def _fresh_highs() -> highspy.Highs:
+def fresh_highs() -> highspy.Highs:
     highs = highspy.Highs()
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("log_to_console", False)
@@ -200,7 +204,7 @@ def load_into_highs(model: pyo.ConcreteModel) -> LoadedModel:
         integer_flags[k] = var.is_integer()
     integer_columns = np.flatnonzero(integer_flags).astype(np.int32)
 
-    highs = _fresh_highs()
+    highs = fresh_highs()
     empty_i = np.zeros(0, dtype=np.int32)
     highs.addRows(n_rows, row_lower, row_upper, 0, empty_i, empty_i, np.zeros(0))
     highs.addCols(
@@ -297,72 +301,90 @@ def _omitted_values(variables: list[VarData]) -> dict[str, float]:
     return {v.name: _default_value(v) for v in variables}
 
 
-def solve_loaded(loaded: LoadedModel, options: SolveOptions | None = None) -> SolveResult:
-    """Solve a model already in HiGHS and map the answer back to Pyomo names."""
-    options = options or SolveOptions()
-    start = time.perf_counter()
-    highs = loaded.highs
+class Solvable(Protocol):
+    """What turning a HiGHS solution into a `SolveResult` needs to know about the model."""
+
+    highs: highspy.Highs
+    objective_offset: float
+
+    @property
+    def column_names(self) -> list[str]: ...
+
+    @property
+    def row_names(self) -> list[str]: ...
+
+    @property
+    def is_mip(self) -> bool: ...
+
+    def extra_values(self) -> dict[str, float]: ...
+
+
+def run_highs(highs: highspy.Highs, options: SolveOptions) -> Any:
+    """Apply the options, run, and return HiGHS's model status."""
     _configure(highs, options)
     highs.run()
     status = highs.getModelStatus()
     if status == highspy.HighsModelStatus.kUnboundedOrInfeasible:
-        # presolve often cannot tell which; the simplex without presolve can
+        # presolve often cannot tell which; the solver without presolve can
         highs.setOptionValue("presolve", "off")
         highs.clearSolver()
         highs.run()
         status = highs.getModelStatus()
-    result = _result_from_highs(loaded, status, options)
+    return status
+
+
+def solve_loaded(loaded: Solvable, options: SolveOptions | None = None, path: str = "fast") -> SolveResult:
+    """Solve a model already in HiGHS and map the answer back to names."""
+    options = options or SolveOptions()
+    start = time.perf_counter()
+    status = run_highs(loaded.highs, options)
+    result = highs_answer(loaded, status, options, path)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _result_from_highs(loaded: LoadedModel, status: Any, options: SolveOptions) -> SolveResult:
+def highs_answer(loaded: Solvable, status: Any, options: SolveOptions, path: str) -> SolveResult:
+    """HiGHS's status and solution as a `SolveResult` keyed by names."""
     highs = loaded.highs
     info = highs.getInfo()
     if status == highspy.HighsModelStatus.kModelEmpty:
-        values = _omitted_values(loaded.omitted_variables)
         return SolveResult(
-            status=SolveStatus.OPTIMAL, objective=loaded.objective_offset, values=values, path="fast"
+            status=SolveStatus.OPTIMAL,
+            objective=loaded.objective_offset,
+            values=loaded.extra_values(),
+            path=path,
         )
     has_solution = info.primal_solution_status == 2  # 2 = feasible
     if status in _TERMINAL:
-        result = SolveResult(status=_TERMINAL[status], path="fast")
+        result = SolveResult(status=_TERMINAL[status], path=path)
         if result.status != SolveStatus.OPTIMAL:
             return result
     elif status in _STOPPED_EARLY:
-        reason = _STOPPED_EARLY[status]
+        found = "best solution found so far is reported" if has_solution else "no feasible solution found yet"
         result = SolveResult(
             status=SolveStatus.TIME_LIMIT,
-            path="fast",
-            message=f"stopped early ({reason}); "
-            + (
-                "best solution found so far is reported" if has_solution else "no feasible solution found yet"
-            ),
+            path=path,
+            message=f"stopped early ({_STOPPED_EARLY[status]}); {found}",
         )
         if not has_solution:
             return result
     else:
-        return SolveResult(
-            status=SolveStatus.ERROR,
-            path="fast",
-            message=f"HiGHS stopped with status {highs.modelStatusToString(status)}",
-        )
+        message = f"HiGHS stopped with status {highs.modelStatusToString(status)}"
+        return SolveResult(status=SolveStatus.ERROR, path=path, message=message)
     solution = highs.getSolution()
-    col_value = np.asarray(solution.col_value)
-    result.values = dict(zip(loaded.column_names, col_value.tolist(), strict=True))
-    result.values.update(_omitted_values(loaded.omitted_variables))
+    names = loaded.column_names
+    result.values = dict(zip(names, np.asarray(solution.col_value).tolist(), strict=True))
+    result.values.update(loaded.extra_values())
     result.objective = float(info.objective_function_value)
     if loaded.is_mip:
         result.bound = float(info.mip_dual_bound)
         result.gap = float(info.mip_gap) if math.isfinite(info.mip_gap) else None
     elif options.want_duals and solution.dual_valid:
         # "+ 0.0" turns HiGHS's -0.0 into 0.0, which reads better in reports
-        result.duals = dict(
-            zip(loaded.row_names, (np.asarray(solution.row_dual) + 0.0).tolist(), strict=True)
-        )
-        result.reduced_costs = dict(
-            zip(loaded.column_names, (np.asarray(solution.col_dual) + 0.0).tolist(), strict=True)
-        )
+        row_dual = (np.asarray(solution.row_dual) + 0.0).tolist()
+        result.duals = dict(zip(loaded.row_names, row_dual, strict=True))
+        col_dual = (np.asarray(solution.col_dual) + 0.0).tolist()
+        result.reduced_costs = dict(zip(names, col_dual, strict=True))
     return result
 
 

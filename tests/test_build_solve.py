@@ -12,11 +12,22 @@ from typing import Any
 import numpy as np
 import pyomo.environ as pyo
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from agent.cli import app
-from solvers import SolveOptions, SolveStatus, check_solution, solve_formulation, solve_model
-from solvers.highs import load_into_highs
+from solvers import (
+    FormulationError,
+    SolveOptions,
+    SolveStatus,
+    build_model,
+    check_solution,
+    solve_formulation,
+    solve_model,
+)
+from solvers.arrays import ArrayModel, build_arrays
+from solvers.highs import TriviallyInfeasibleError, load_into_highs
 from solvers.ir import Formulation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -413,3 +424,199 @@ def test_cli_rejects_bad_files_without_tracebacks(tmp_path: Path) -> None:
     wrong.write_text(small("x + w", ["x <= 1"]).to_json())
     done = runner.invoke(app, ["solve-ir", str(wrong)])
     assert done.exit_code == 1 and "'w' is not defined" in done.output
+
+
+# --- the array path builds exactly the matrix Pyomo builds --------------------------------
+def rows_by_name(
+    row_names: list[str], column_names: list[str], starts: Any, indices: Any, values: Any, rowwise: bool
+) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {name: {} for name in row_names}
+    outer = row_names if rowwise else column_names
+    for k, name in enumerate(outer):
+        for position in range(starts[k], starts[k + 1]):
+            other = indices[position]
+            row, column = (name, column_names[other]) if rowwise else (row_names[other], name)
+            if values[position] != 0:
+                rows[row][column] = values[position]
+    return rows
+
+
+def pyomo_matrix(f: Formulation) -> dict[str, Any]:
+    loaded = load_into_highs(build_model(f).model)
+    lp = loaded.highs.getLp()
+    matrix = lp.a_matrix_
+    columns = loaded.column_names
+    return {
+        "rows": rows_by_name(
+            loaded.row_names, columns, matrix.start_, matrix.index_, matrix.value_, rowwise=False
+        ),
+        "bounds": dict(
+            zip(loaded.row_names, zip(loaded.row_lower, loaded.row_upper, strict=True), strict=True)
+        ),
+        "cost": {c: v for c, v in zip(columns, lp.col_cost_, strict=True) if v != 0},
+        "offset": lp.offset_,
+    }
+
+
+def array_matrix(arrays: ArrayModel) -> dict[str, Any]:
+    columns = arrays.column_names
+    rows = rows_by_name(
+        arrays.row_names, columns, arrays.row_starts, arrays.row_indices, arrays.row_values, rowwise=True
+    )
+    return {
+        "rows": rows,
+        "bounds": dict(
+            zip(arrays.row_names, zip(arrays.row_lower, arrays.row_upper, strict=True), strict=True)
+        ),
+        "cost": {c: v for c, v in zip(columns, arrays.cost, strict=True) if v != 0},
+        "offset": arrays.objective_offset,
+    }
+
+
+def features() -> Formulation:
+    from tests.test_expressions import con, formulation
+
+    return formulation(
+        objective="sum(cost[i, j] * x[i, j] for i in Plants for j in Customers) + 5 + rate - z / 4",
+        constraints=[
+            con("flow", "inv[t] == inv[t - 1] + need[t]", [("t", "Periods")], where="t > 1"),
+            con("hub", "sum(x[h, j] for h in Hubs for j in Customers) <= 100"),
+            con(
+                "some",
+                "sum(x[i, j] for i in Plants for j in Customers "
+                "if (i in Hubs and not j == 'NY') or cost[i, j] < 2) >= 1",
+            ),
+            con("big_m", "z >= max(cost[i, j] for j in Customers) * y[i] - abs(-1)", [("i", "Plants")]),
+            con("band", "1 <= z <= 2 * rate"),
+            con("reversed", "10 >= z + inv[1] >= min(-5, -rate)"),
+            con("odd", "sum(inv[t] for t in Periods if t % 2 == 1 and t // 1 >= 1) <= 50"),
+            con("power", "z <= rate ** 2"),
+            con("negated", "-z + 3 * -inv[2] <= 10"),
+            con("others", "sum(x[i, j] for i in Plants for j in Customers if i != 'Boston') <= 200"),
+            con("ratio", "sum(x[i, j] / cost[i, j] for i in Plants for j in Customers) >= 1"),
+            con("left_constant", "demand[j] <= sum(x[i, j] for i in Plants)", [("j", "Customers")]),
+            con("both_sides", "x['Boston', j] >= x['Denver', j] - 1", [("j", "Customers")]),
+            con("equal_left", "need[2] == inv[2]"),
+            con("always", "sum(x[i, 'NY'] for i in Hubs if i != 'Boston') <= 1"),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    "f", [transport(), wyndor(), knapsack(), hard_knapsack(8, 2), features()], ids=lambda f: f.name
+)
+def test_array_path_builds_the_pyomo_matrix(f: Formulation) -> None:
+    arrays = build_arrays(f)
+    ours, pyomos = array_matrix(arrays), pyomo_matrix(f)
+    assert ours["rows"].keys() == pyomos["rows"].keys()
+    for name, row in pyomos["rows"].items():
+        assert ours["rows"][name] == pytest.approx(row), name
+        assert ours["bounds"][name] == pytest.approx(pyomos["bounds"][name]), name
+    assert ours["cost"] == pytest.approx(pyomos["cost"])
+    assert ours["offset"] == pytest.approx(pyomos["offset"])
+
+
+def test_array_path_evaluates_in_bulk_and_falls_back_per_instance() -> None:
+    arrays = build_arrays(features())
+    assert arrays.vectorized.pop("always") is False  # no variable left: the scalar walker explains
+    assert all(arrays.vectorized.values()), arrays.vectorized
+    assert arrays.always_true == ["always"]
+    # a missing table entry: the bulk path gives up, the scalar path reports it like build_model
+    f = transport()
+    distance = f.parameter_named("distance")
+    assert distance is not None and isinstance(distance.value, dict)
+    del distance.value["Seattle"]["Topeka"]
+    with pytest.raises(FormulationError) as from_arrays:
+        build_arrays(f)
+    with pytest.raises(FormulationError) as from_pyomo:
+        build_model(f)
+    assert str(from_arrays.value) == str(from_pyomo.value)
+    assert "no entry for (Seattle, Topeka)" in str(from_arrays.value)
+
+
+TEMPLATES = [
+    ("sum(b[i, j] * x[i, j] for j in J) <= a[i]", [("i", "I")], None),
+    ("sum(x[i, j] for i in I if i > 1) >= a[1] - 3", [("j", "J")], None),
+    ("x[i, j] - x[i - 1, j] <= b[i, j]", [("i", "I"), ("j", "J")], "i > 1"),
+    ("2 * y[i] + sum(x[i, j] for j in J if j != 'q') == a[i] * 3", [("i", "I")], None),
+    ("-4 <= y[i] - y[k] <= 4", [("i", "I"), ("k", "I")], "i < k"),
+    ("a[i] <= sum(b[i, j] * x[i, j] / 2 for j in J) + y[i]", [("i", "I")], "a[i] > 0"),
+    ("sum(x[i, j] for i in I for j in J if b[i, j] >= 0) <= 100", [], None),
+]
+
+
+@st.composite
+def indexed_formulation(draw: st.DrawFn) -> Formulation:
+    n = draw(st.integers(1, 4))
+    strings = draw(
+        st.lists(st.sampled_from(["p", "q", "r", "New York", "a,b"]), min_size=1, max_size=3, unique=True)
+    )
+    numbers = st.integers(-5, 5)
+    a = {str(i): draw(numbers) for i in range(1, n + 1)}
+    b = {f"{i},{j}": draw(numbers) for i in range(1, n + 1) for j in strings if draw(st.booleans())}
+    chosen = draw(st.lists(st.sampled_from(range(len(TEMPLATES))), min_size=1, max_size=4, unique=True))
+    return Formulation.model_validate(
+        {
+            "name": "random",
+            "sets": [{"name": "I", "elements": list(range(1, n + 1))}, {"name": "J", "elements": strings}],
+            "parameters": [
+                {"name": "a", "index": ["I"], "value": a},
+                {
+                    "name": "b",
+                    "index": ["I", "J"],
+                    "value": b,
+                    "default": draw(st.sampled_from([None, 0, 1.5])),
+                },
+            ],
+            "variables": [
+                {"name": "x", "index": ["I", "J"], "upper": 10},
+                {
+                    "name": "y",
+                    "index": ["I"],
+                    "lower": None,
+                    "domain": draw(st.sampled_from(["continuous", "integer"])),
+                },
+            ],
+            "objective": {
+                "sense": draw(st.sampled_from(["minimize", "maximize"])),
+                "expression": "sum(b[i, j] * x[i, j] for i in I for j in J) - sum(a[i] * y[i] for i in I)",
+            },
+            "constraints": [
+                {
+                    "name": f"c{k}",
+                    "expression": TEMPLATES[k][0],
+                    "for_all": [{"index": i, "set": s} for i, s in TEMPLATES[k][1]],
+                    "where": TEMPLATES[k][2],
+                }
+                for k in chosen
+            ],
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(indexed_formulation())
+def test_array_and_pyomo_paths_agree_on_random_formulations(f: Formulation) -> None:
+    try:
+        pyomos = pyomo_matrix(f)
+    except FormulationError as error:
+        with pytest.raises(FormulationError) as ours:
+            build_arrays(f)
+        assert str(ours.value) == str(error)
+        return
+    except TriviallyInfeasibleError:
+        return  # e.g. all coefficients of a row cancel; the arrays keep such a row for HiGHS
+    ours = array_matrix(build_arrays(f))
+    assert ours["rows"].keys() == pyomos["rows"].keys()
+    for name, row in pyomos["rows"].items():
+        assert ours["rows"][name] == pytest.approx(row), name
+        assert ours["bounds"][name] == pytest.approx(pyomos["bounds"][name]), name
+    assert ours["cost"] == pytest.approx(pyomos["cost"])
+    fast = solve_formulation(f, SolveOptions(diagnose_infeasible=False))
+    stock = solve_formulation(f, SolveOptions(path="pyomo", diagnose_infeasible=False))
+    assert fast.status == stock.status or {fast.status, stock.status} <= {
+        SolveStatus.UNBOUNDED,
+        SolveStatus.INFEASIBLE_OR_UNBOUNDED,
+    }
+    if fast.status == SolveStatus.OPTIMAL:
+        assert fast.objective == pytest.approx(stock.objective, rel=1e-7, abs=1e-7)

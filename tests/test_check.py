@@ -153,8 +153,10 @@ def test_highs_optima_pass_the_checker(f: Formulation) -> None:
         return
     report = check_solution(f, result.values, result.objective)
     assert report.ok, report.summary()
-    # and the checker is not a rubber stamp: push one variable well outside its feasible region
-    name = next(iter(result.values))
-    shifted = dict(result.values)
-    shifted[name] += 1000.5
-    assert not check_solution(f, shifted, result.objective).ok
+    # and the checker is not a rubber stamp: push a variable below its lower bound
+    bounded = [v for v in f.variables if v.lower is not None]
+    if bounded:
+        shifted = dict(result.values)
+        shifted[bounded[0].name] = bounded[0].lower - 1.5
+        report = check_solution(f, shifted, result.objective)
+        assert not report.ok and bounded[0].name in {v.name for v in report.violations}
