@@ -156,7 +156,8 @@ def _usage_summary(usage: Any) -> LLMUsageSummary:
 
 
 def _parameter(value: str, name: str, description: str) -> ParameterNode:
-    return ParameterNode(value, name=name, description=description, trainable=True)
+    constraint = prompts.PARAMETER_CONSTRAINTS.get(name)
+    return ParameterNode(value, name=name, description=description, constraint=constraint, trainable=True)
 
 
 class ModelingAgent(Module):

@@ -88,6 +88,35 @@ fix it, keep everything that was right, and reply with the complete corrected mo
 format."""
 
 
+# What an optimizer may and may not do to each prompt (ParameterNode.constraint). The model has a
+# 4k-token context shared by instructions, example, problem and a ~1k-token reply.
+_SHORT = "Stay under {chars} characters: the 1.5B model has a 4k-token context."
+PARAMETER_CONSTRAINTS: dict[str, str] = {
+    "system_prompt": "One or two sentences of role and rules. " + _SHORT.format(chars=400),
+    "formulation_instructions": (
+        "Must name the JSON fields notes, variables, objective, constraints, missing_information (and "
+        "keep notes first: the per-unit use of each resource). Expressions use variable names, * and "
+        "<=, >=, ==. " + _SHORT.format(chars=1500)
+    ),
+    "worked_example": (
+        "Exactly one example: a line starting 'Problem:' and a line starting 'JSON:' followed by one "
+        "valid JSON object of the draft shape, notes first. Never one of the evaluation problems. "
+        + _SHORT.format(chars=2000)
+    ),
+    "data_instructions": "Must explain from_table 'table.column' and key_columns. "
+    + _SHORT.format(chars=800),
+    "code_instructions": (
+        "Must require def build_model() returning a pyomo ConcreteModel, without solving, printing, file "
+        "access or imports other than pyomo. " + _SHORT.format(chars=1000)
+    ),
+    "code_worked_example": (
+        "Exactly one example: 'Problem:' then one ```python block defining build_model(). "
+        + _SHORT.format(chars=2000)
+    ),
+    "repair_instructions": "Must ask for the complete corrected model. " + _SHORT.format(chars=800),
+}
+
+
 class SanityFacts(BaseModel):
     """What the sanity step may look at: the problem text and the solved model, as plain values."""
 

@@ -420,6 +420,8 @@ def test_parameters_save_and_load(tmp_path: Path, client: LLMClient) -> None:
         "repair_instructions",
         "sanity_rules.code",
     }
+    # the optimizer is told, per parameter, what a rewrite must keep (and the length budget)
+    assert all(parameter.constraint and parameter.description for parameter in agent.parameters())
     agent.system_prompt.value = "You are a careful modeler."
     path = tmp_path / "params.json"
     agent.save(path)
