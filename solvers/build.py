@@ -218,7 +218,10 @@ def evaluate_instances(compiled: CompiledConstraint) -> Instances:
         if len(out.errors) < ERRORS_PER_CONSTRAINT:
             out.errors.append(error)
 
-    for key, env in compiled.instances():
+    for key, env, problem in compiled.instances():
+        if problem is not None:
+            fail(problem)
+            continue
         label = instance_name(name, key)
         try:
             parts = evaluate(compiled.relation, env, f"constraint {label}")

@@ -116,7 +116,10 @@ def _check_constraint(
 ) -> int:
     ops = compiled.relation.ops
     count = 0
-    for key, env in compiled.instances():
+    for key, env, problem in compiled.instances():
+        if problem is not None:
+            errors.append(problem)
+            continue
         label = instance_name(compiled.name, key)
         try:
             parts = evaluate(compiled.relation, env, f"constraint {label}")

@@ -851,15 +851,24 @@ class CompiledConstraint:
     def name(self) -> str:
         return self.constraint.name
 
-    def instances(self) -> Iterator[tuple[tuple[Element, ...], Env]]:
-        """(key, env) for every repetition that passes `where`. The env is reused: copy to keep."""
+    def instances(self) -> Iterator[tuple[tuple[Element, ...], Env, ExpressionError | None]]:
+        """(key, env, problem) for every repetition that passes `where`; `problem` is set when
+        `where` itself cannot be evaluated for that key. The env is reused: copy to keep."""
         names = [b.index for b in self.constraint.for_all]
         env: Env = {}
-        where = self.where.fn if self.where is not None else None
+        where = self.where
         for key in itertools.product(*(s.elements for s in self.index_sets)):
             env.update(zip(names, key, strict=True))
-            if where is None or where(env):
-                yield key, env
+            if where is None:
+                yield key, env, None
+                continue
+            try:
+                passes = evaluate(where, env, f"constraint {instance_name(self.name, key)} (where)")
+            except ExpressionError as problem:
+                yield key, env, problem
+                continue
+            if passes:
+                yield key, env, None
 
 
 @dataclass
@@ -940,3 +949,9 @@ def evaluate(node: Node | Relation, env: Env, component: str) -> Any:
         return node.evaluate(env) if isinstance(node, Relation) else node.fn(env)
     except _Fail as fail:
         raise ExpressionError(fail.message, component=component, token=fail.token) from None
+    except ArithmeticError as error:  # e.g. 10.0 ** 400 overflows
+        raise ExpressionError(
+            f"arithmetic error ({error}); check the data this instance uses.",
+            component=component,
+            token=node.token,
+        ) from None

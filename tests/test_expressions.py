@@ -345,3 +345,23 @@ def test_expression_errors_survive_pickling() -> None:
     assert (copy.message, copy.component, copy.token, str(copy)) == ("bad", "objective", "x", str(error))
     many = pickle.loads(pickle.dumps(FormulationError([error], "m")))
     assert str(many) == str(FormulationError([error], "m"))
+
+
+def test_problems_in_where_filters_and_arithmetic_are_reported_per_instance() -> None:
+    f = formulation(
+        objective="z",
+        constraints=[
+            con("cheap", "x[i, j] <= 10", [("i", "Plants"), ("j", "Customers")], where="cost[i, j] > 1"),
+            con("huge", "z <= rate ** need[t] ** 400", [("t", "Periods")]),
+        ]
+    )
+    f.parameters[2].value = {"Boston": {"NY": 1, "LA": 4, "SF": 5}, "Denver": {"NY": 3, "LA": 2}}
+    errors = errors_of(f)
+    assert [e.component for e in errors] == [
+        "constraint cheap[Denver,SF] (where)",
+        "constraint huge[1]",
+        "constraint huge[2]",
+        "constraint huge[3]",
+    ]
+    assert "no entry for (Denver, SF)" in errors[0].message
+    assert "arithmetic error" in errors[1].message
