@@ -2,8 +2,10 @@
 
 For each size (number of variables) the same seeded data is solved by:
   direct      numpy arrays -> highspy addRows/addCols -> run -> solution arrays (the baseline)
-  ir          solve_formulation(formulation) with default options: IR -> model -> HiGHS ->
-              SolveResult with every value, dual and reduced cost keyed by name
+  ir          solve_formulation(formulation) with default options: the IR evaluated in bulk
+              into sparse arrays (solvers.arrays; no Pyomo model is built for an LP/MILP that
+              solves) -> HiGHS -> SolveResult with every value, dual and reduced cost by name.
+              `ir_build_s` is the IR -> arrays part alone.
   pyomo_fast  build_model (Pyomo) + solve_model(path="fast") (standard-form compiler -> arrays)
   stock       build_model (Pyomo) + solve_model(path="pyomo") (pyomo.contrib SolverFactory('highs'))
 Times are the best of --repeat runs after one warm-up solve (Pyomo's first standard-form
@@ -11,6 +13,9 @@ compile imports scipy.stats, ~1-2 s once per process). Ratios are against `direc
 the same run. Objectives of all paths must agree or the script fails.
 
     python benchmarks/solve_overhead.py [--json] [--sizes 1000 10000 100000] [--repeat 3]
+                                        [--no-stock] [--profile]
+
+--profile prints cProfile's top entries for the `ir` path at the largest size (to stderr).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from solvers.api import solve_formulation
+from solvers.arrays import build_arrays
 from solvers.build import build_model
 from solvers.highs import solve_model
 from solvers.ir import Formulation
@@ -164,6 +170,7 @@ def measure(size: int, repeat: int, stock: bool) -> dict[str, float | int | None
     validate_s = time.perf_counter() - start
     direct_s, direct_obj = best_of(repeat, lambda: solve_direct(data))
     ir_s, ir_obj = best_of(repeat, lambda: solve_ir(f))
+    ir_build_s, _ = best_of(repeat, lambda: float(build_arrays(f).n_cols))
     pyomo_fast_s, pyomo_obj = best_of(max(1, repeat - 1), lambda: solve_pyomo(f, "fast"))
     stock_s, stock_obj = best_of(1, lambda: solve_pyomo(f, "pyomo")) if stock else (None, direct_obj)
     for name, objective in (("ir", ir_obj), ("pyomo_fast", pyomo_obj), ("stock", stock_obj)):
@@ -176,12 +183,23 @@ def measure(size: int, repeat: int, stock: bool) -> dict[str, float | int | None
         "direct_s": direct_s,
         "ir_s": ir_s,
         "ir_ratio": ir_s / direct_s,
+        "ir_build_s": ir_build_s,
         "pyomo_fast_s": pyomo_fast_s,
         "pyomo_fast_ratio": pyomo_fast_s / direct_s,
         "stock_s": stock_s,
         "stock_ratio": None if stock_s is None else stock_s / direct_s,
         "objective": direct_obj,
     }
+
+
+def profile_ir(size: int) -> None:
+    import cProfile
+    import pstats
+
+    f = make_formulation(make_data(size))
+    profiler = cProfile.Profile()
+    profiler.runcall(solve_ir, f)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
 
 
 def main() -> None:
@@ -192,12 +210,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-stock", action="store_true", help="skip the slow SolverFactory path")
+    parser.add_argument("--profile", action="store_true", help="cProfile the ir path at the largest size")
     args = parser.parse_args()
 
     warm = make_formulation(make_data(100))  # one-time imports out of the timings
     solve_ir(warm), solve_pyomo(warm, "fast"), solve_pyomo(warm, "pyomo"), solve_direct(make_data(100))
 
     rows = [measure(size, args.repeat, not args.no_stock) for size in args.sizes]
+    if args.profile:
+        profile_ir(max(args.sizes))
     report: dict[str, object] = {"sizes": rows}
     for row in rows:
         if row["variables"] == 100_000:
