@@ -353,7 +353,7 @@ def test_problems_in_where_filters_and_arithmetic_are_reported_per_instance() ->
         constraints=[
             con("cheap", "x[i, j] <= 10", [("i", "Plants"), ("j", "Customers")], where="cost[i, j] > 1"),
             con("huge", "z <= rate ** need[t] ** 400", [("t", "Periods")]),
-        ]
+        ],
     )
     f.parameters[2].value = {"Boston": {"NY": 1, "LA": 4, "SF": 5}, "Denver": {"NY": 3, "LA": 2}}
     errors = errors_of(f)
