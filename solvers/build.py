@@ -218,7 +218,7 @@ def evaluate_instances(compiled: CompiledConstraint) -> Instances:
         if len(out.errors) < ERRORS_PER_CONSTRAINT:
             out.errors.append(error)
 
-    for key, env, problem in compiled.instances():
+    for key, env, problem in compiled.checked_instances():
         if problem is not None:
             fail(problem)
             continue

@@ -116,7 +116,7 @@ def _check_constraint(
 ) -> int:
     ops = compiled.relation.ops
     count = 0
-    for key, env, problem in compiled.instances():
+    for key, env, problem in compiled.checked_instances():
         if problem is not None:
             errors.append(problem)
             continue

@@ -851,7 +851,18 @@ class CompiledConstraint:
     def name(self) -> str:
         return self.constraint.name
 
-    def instances(self) -> Iterator[tuple[tuple[Element, ...], Env, ExpressionError | None]]:
+    def instances(self) -> Iterator[tuple[tuple[Element, ...], Env]]:
+        """(key, env) for every repetition that passes `where`. The env is reused: copy to keep.
+
+        Raises `ExpressionError` when `where` cannot be evaluated for some key; use
+        `checked_instances` to get those problems per instance instead.
+        """
+        for key, env, problem in self.checked_instances():
+            if problem is not None:
+                raise problem
+            yield key, env
+
+    def checked_instances(self) -> Iterator[tuple[tuple[Element, ...], Env, ExpressionError | None]]:
         """(key, env, problem) for every repetition that passes `where`; `problem` is set when
         `where` itself cannot be evaluated for that key. The env is reused: copy to keep."""
         names = [b.index for b in self.constraint.for_all]
