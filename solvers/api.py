@@ -54,14 +54,23 @@ def _solve(f: Formulation, options: SolveOptions) -> SolveResult:
             pass
         else:
             result = solve_arrays(arrays, options)
-            if result.status == SolveStatus.INFEASIBLE and options.diagnose_infeasible:
+            if _wants_diagnosis(result, options):
                 _attach_diagnosis(result, build_model(f).model, options)  # builds: same checks passed
             return result
     built = build_model(f)
     result = solve_model(built.model, options)
-    if result.status == SolveStatus.INFEASIBLE and options.diagnose_infeasible:
+    if _wants_diagnosis(result, options):
         _attach_diagnosis(result, built.model, options)
     return result
+
+
+# Presolve often cannot tell infeasible from unbounded; the diagnosis ignores the objective, so it
+# settles the question for the person reading the answer.
+_DIAGNOSED_STATUSES = frozenset({SolveStatus.INFEASIBLE, SolveStatus.INFEASIBLE_OR_UNBOUNDED})
+
+
+def _wants_diagnosis(result: SolveResult, options: SolveOptions) -> bool:
+    return options.diagnose_infeasible and result.status in _DIAGNOSED_STATUSES
 
 
 def _attach_diagnosis(result: SolveResult, model: Any, options: SolveOptions) -> None:

@@ -25,7 +25,9 @@ class SolveOptions(BaseModel):
     threads: int = 1
     path: Literal["auto", "fast", "pyomo"] = Field(
         default="auto",
-        description="fast = Pyomo standard form -> highspy arrays (LP/MILP); pyomo = SolverFactory('highs')",
+        description="fast = IR evaluated straight into sparse arrays for highspy (LP/MILP); "
+        "pyomo = build the Pyomo model and solve it "
+        "(standard form -> highspy, or SolverFactory('highs') for QP)",
     )
     want_duals: bool = True
     diagnose_infeasible: bool = True
