@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from pydantic import BaseModel, ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -24,7 +25,13 @@ from agent.answer import AgentMode
 from agent.cli import app
 from agent.cli.agent_commands import resolve_config  # the endpoint resolution `solve` uses
 from agent.datasets import DatasetError, load_dataset
-from agent.evaluation.executors import AgentProblemSolver, AgentSolverSpec, LocalExecutor, RayExecutor
+from agent.evaluation.executors import (
+    AgentProblemSolver,
+    AgentSolverSpec,
+    LocalExecutor,
+    RayExecutor,
+    RayUnavailableError,
+)
 from agent.evaluation.records import EvalRecord, ModelRef, ParamsRef, RunDirError, RunOptions
 from agent.evaluation.report import RunSummary, write_report
 from agent.evaluation.runner import Executor, RunOutcome, run_evaluation
@@ -114,11 +121,35 @@ def model_ref(config: LLMConfig) -> ModelRef:
     )
 
 
+_SHORT_RULES = {
+    "rel_1e-6": "rel1e-6",
+    "orlm_round_5pct": "orlm5%",
+    "abs_1e-4": "abs1e-4",
+    "mamo_rel_1e-4": "mamo",
+}
+
+
 def print_summary(summary: RunSummary, console: Console) -> None:
+    """The report's table, compact enough for an 80-column terminal (report.md has it all)."""
     rules = [rule.name for rule in summary.rules]
-    table = Table(title="accuracy % (labelled items)", header_style="bold")
-    for column in ["set", "mode", "n", *rules, "exec %", "calls", "s/item"]:
-        table.add_column(column, justify="left" if column in ("set", "mode") else "right")
+    table = Table(
+        title="accuracy % of labelled items",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    headers = [
+        "set",
+        "mode",
+        "n",
+        *[_SHORT_RULES.get(rule, rule) for rule in rules],
+        "exec%",
+        "calls",
+        "s/item",
+    ]
+    for column in headers:
+        table.add_column(column, justify="left" if column in ("set", "mode") else "right", no_wrap=True)
     for group in summary.groups:
         table.add_row(
             escape(group.subset),
@@ -252,7 +283,7 @@ def eval_run(
                 resume=resume,
                 progress=progress,
             )
-    except RunDirError as error:
+    except (RunDirError, RayUnavailableError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt:
         where = escape(str(run_dir))

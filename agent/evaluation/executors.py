@@ -140,25 +140,28 @@ class LocalExecutor:
 
     def run(self, tasks: Sequence[EvalTask], dataset: DatasetRef, sink: RecordSink) -> str | None:
         stopped: str | None = None
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="optitrace-eval") as pool:
-            futures: list[Future[EvalRecord]] = [
-                pool.submit(evaluate_task, self.solver, task, dataset) for task in tasks
-            ]
-            try:
-                for future in as_completed(futures):
-                    try:
-                        record = future.result()
-                    except CancelledError:
-                        continue
-                    except LLMUnavailableError as error:
-                        # Stop asking; problems already in flight still get recorded if they finish.
-                        stopped = stopped or str(error)
-                        _cancel(futures)
-                        continue
-                    sink(record)
-            except BaseException:
-                _cancel(futures)
-                raise
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="optitrace-eval")
+        futures: list[Future[EvalRecord]] = [
+            pool.submit(evaluate_task, self.solver, task, dataset) for task in tasks
+        ]
+        try:
+            for future in as_completed(futures):
+                try:
+                    record = future.result()
+                except CancelledError:
+                    continue
+                except LLMUnavailableError as error:
+                    # Stop asking; problems already in flight still get recorded if they finish.
+                    stopped = stopped or str(error)
+                    _cancel(futures)
+                    continue
+                sink(record)
+        except BaseException:
+            # Ctrl-C: drop the queue and return now; calls in flight end on their own (their
+            # problems have no record, so --resume asks them again).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return stopped
 
 
@@ -234,7 +237,11 @@ class RayExecutor:
 
     def run(self, tasks: Sequence[EvalTask], dataset: DatasetRef, sink: RecordSink) -> str | None:
         ray = _import_ray()
-        started_here = self._connect(ray)
+        try:
+            started_here = self._connect(ray)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = self.address or "a local instance"
+            raise RayUnavailableError(f"cannot start or join Ray at {where}: {error}") from error
         try:
             return self._drive(ray, tasks, dataset, sink)
         finally:
@@ -291,11 +298,17 @@ class RayExecutor:
         return stopped
 
 
+class RayUnavailableError(RuntimeError):
+    """Ray is not installed, or the cluster cannot be started or joined."""
+
+
 def _import_ray() -> Any:
     try:
         import ray
     except ModuleNotFoundError as error:
-        raise RuntimeError("the Ray executor needs the [ray] extra: pip install 'optitrace[ray]'") from error
+        raise RayUnavailableError(
+            "the Ray executor needs the [ray] extra: pip install 'optitrace[ray]'"
+        ) from error
     return ray
 
 

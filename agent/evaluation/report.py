@@ -424,7 +424,7 @@ def plot_accuracy(summary: RunSummary, path: Path) -> None:
     rules = [rule.name for rule in summary.rules]
     clusters = [*rules, "execution"]
     groups = summary.groups
-    figure, axes = plt.subplots(figsize=(max(7.0, 1.6 * len(clusters) + 0.4 * len(groups)), 4.2))
+    figure, axes = plt.subplots(figsize=(max(7.0, 1.6 * len(clusters) + 0.4 * len(groups)), 4.8))
     width = 0.8 / max(1, len(groups))
     for index, group in enumerate(groups):
         heights = [100 * (group.accuracy[rule] or 0.0) for rule in rules] + [100 * group.execution_rate]
@@ -434,11 +434,12 @@ def plot_accuracy(summary: RunSummary, path: Path) -> None:
         axes.bar_label(bars, labels=[f"{h:.0f}" for h in heights], fontsize=7, padding=1)
     axes.set_xticks(range(len(clusters)), clusters)
     axes.set_ylabel("% of labelled items (execution: of all items)")
-    axes.set_ylim(0, 110)
+    axes.set_ylim(0, 112)
     models = ", ".join(model.name for model in summary.models)
     sets = ", ".join(f"{d.name} {d.version} ({d.checksum[:8]})" for d in summary.datasets)
     axes.set_title(f"{sets}\nmodel: {models}", fontsize=9)
-    axes.legend(fontsize=8, loc="upper right")
+    # Below the axes: inside, it would cover the tallest bars.
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, max(1, len(groups))))
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
