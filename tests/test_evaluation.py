@@ -5,10 +5,13 @@ scoring columns, errors that must not kill a run, an endpoint that dies, and ref
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from typer.testing import CliRunner
@@ -481,3 +484,28 @@ def test_a_torn_last_line_is_cut_and_a_corrupt_one_is_an_error(tmp_path: Path) -
     path.write_text(_record("p1").model_dump_json() + "\n" + _record("p1").model_dump_json() + "\n")
     with pytest.raises(RunDirError, match="second record for p1"):
         log.load()
+
+
+# --- the throughput benchmark stays honest -------------------------------------------------------------
+def _benchmark_module() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_throughput.py"
+    spec = importlib.util.spec_from_file_location("eval_throughput", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["eval_throughput"] = module  # pydantic resolves the module's annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_benchmark_labels_are_exact_and_its_pipeline_scores_them_all() -> None:
+    bench = _benchmark_module()
+    # max 3x + 2y, x + y <= 4, x + 3y <= 6: vertices (4,0)=12, (3,1)=11, (0,2)=4
+    item = bench.LPItem(text="", sense="maximize", costs=[3, 2], matrix=[[1, 1], [1, 3]], rhs=[4, 6])
+    assert bench.exact_optimum(item) == 12
+    # min 2x + 3y, x + y >= 4, x + 3y >= 6: vertices (6,0)=12, (3,1)=9, (0,4)=12
+    item = bench.LPItem(text="", sense="minimize", costs=[2, 3], matrix=[[1, 1], [1, 3]], rhs=[4, 6])
+    assert bench.exact_optimum(item) == 9
+    report = bench.run(items=6, latency=0.0)
+    assert [r.workers for r in report.results] == [1, 2, 4, 8]
+    assert all(r.accuracy == 1.0 and r.executed == 1.0 and r.llm_calls == 6 for r in report.results)
+    assert report.speedup_8 is not None and report.speedup_8 > 0
