@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "agent.cli.audit_commands",
     "agent.cli.llm_commands",
     "agent.cli.agent_commands",
+    "agent.cli.chat_commands",
     "agent.cli.eval_commands",
     "agent.cli.synth_commands",
     "agent.cli.train_commands",
