@@ -15,6 +15,7 @@ processes that import it, and HiGHS's worker threads do not survive a fork.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -150,6 +151,24 @@ def fresh_highs() -> highspy.Highs:
     return highs
 
 
+# Pyomo 6.10's standard-form compiler finishes initialising itself (deferred imports such as
+# scipy) on first use, and threads that race through that first use fail with "'NoneType' object
+# is not callable". The first compile in a process is therefore serialised; later ones run freely.
+_first_compile_lock = threading.Lock()
+_compiler_initialised = False
+
+
+def _compile_standard_form(model: pyo.ConcreteModel) -> Any:
+    global _compiler_initialised
+    if not _compiler_initialised:
+        with _first_compile_lock:
+            if not _compiler_initialised:
+                info = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+                _compiler_initialised = True
+                return info
+    return LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+
+
 def load_into_highs(model: pyo.ConcreteModel) -> LoadedModel:
     """Load an LP/MILP Pyomo model into a new `highspy.Highs` through numpy arrays.
 
@@ -167,7 +186,7 @@ def load_into_highs(model: pyo.ConcreteModel) -> LoadedModel:
     if len(objectives) > 1:
         raise ValueError(f"the model has {len(objectives)} active objectives; HiGHS solves one")
     try:
-        info = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+        info = _compile_standard_form(model)
     except (InvalidConstraintError, InvalidExpressionError) as error:
         raise NotLinearError(str(error)) from error
     except InfeasibleConstraintException as error:
