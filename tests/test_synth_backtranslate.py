@@ -1,0 +1,207 @@
+"""Back-translation: number extraction and matching, the facts an instance is written from, the
+story checker, and the refinement loop against the scripted loopback LLM server."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.synthesis.backtranslate import (
+    StoryWriter,
+    check_story,
+    clean_story,
+    instance_facts,
+    story_prompt,
+)
+from agent.synthesis.families import FAMILIES, MAX_LEVEL, SynthInstance, get_family
+from agent.synthesis.numbers import extract_numbers, match_numbers, number_signature
+from trace_graph.llm.client import LLMClient
+from trace_graph.llm.scripted_server import ChatRequest, ScriptedLLMServer
+
+
+# --- numbers -------------------------------------------------------------------------------------
+def values(text: str) -> list[float]:
+    return [n.value for n in extract_numbers(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("It holds 1,200 units.", [1200.0]),
+        ("A cake sells for $3.50 each.", [3.5]),
+        ("Costs rose by 15% this year.", [15.0]),
+        ("We need twelve drivers and twenty-five trucks.", [12.0, 25.0]),
+        ("A budget of 2.5 million dollars, or $12k per month.", [2.5e6, 12_000.0]),
+        ("Shipments take 3-5 days.", [3.0, 5.0]),
+        ("The temperature fell to -7 degrees.", [-7.0]),
+        ("Plant A1 and quarter Q3 are busy.", []),
+        ("two hundred boxes", [200.0]),
+        ("The price is 45. The end.", [45.0]),
+    ],
+)
+def test_numbers_are_extracted_as_written(text: str, expected: list[float]) -> None:
+    assert values(text) == expected
+
+
+def test_percent_and_ordinals_are_marked() -> None:
+    first, second, third = extract_numbers("Returns of 7.5 percent, the 3rd site, and 0.4.")
+    assert first.percent and first.candidates() == (7.5, 0.075)
+    assert second.kind == "ordinal" and second.value == 3
+    assert not third.percent and third.candidates() == (0.4,)
+
+
+def test_matching_finds_missing_and_invented_numbers() -> None:
+    numbers = extract_numbers("Each chair earns $45 and uses 2 hours; 7.5% of 2024 is interesting.")
+    match = match_numbers(numbers, required=[45, 2, 0.075, 120], allowed=[0, 1])
+    assert match.missing == [120]
+    assert [n.text for n in match.invented] == ["2024"]
+    assert not match.ok
+
+
+def test_small_count_words_and_ordinals_are_never_invented() -> None:
+    numbers = extract_numbers("The two plants ship on the 1st and 2nd shift; forty boxes fell off.")
+    match = match_numbers(numbers, required=[], allowed=[0, 1])
+    assert [n.text for n in match.invented] == ["forty"]
+
+
+def test_number_signature_is_canonical() -> None:
+    assert number_signature("It costs $1,200 or 1200.0, plus 7.5%; the 2nd time.") == {"1200", "7.5"}
+
+
+# --- facts and the checker -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_the_facts_contain_every_required_number(name: str) -> None:
+    for level in range(1, MAX_LEVEL + 1):
+        instance = get_family(name).generate(seed=2, level=level)
+        facts = instance_facts(instance)
+        assert facts.required, "every family has data"
+        check = check_story(facts.text + "\nWhat is the best plan?", facts)
+        assert check.passed, f"{name} level {level}: missing {check.missing}, invented {check.invented}"
+        # short enough for a 4k-context model: the prompt stays well under ~1,000 tokens
+        assert len(story_prompt(facts, "a teacher writing a homework problem")) < 3500
+
+
+def bakery() -> SynthInstance:
+    """A level-1 production-mix instance: two products, two resources."""
+    return get_family("production_mix").generate(seed=0, level=1)
+
+
+def first_availability(instance: SynthInstance) -> float:
+    """The first resource's availability: a value the story states exactly once."""
+    available = instance.formulation.parameter_named("available")
+    assert available is not None and isinstance(available.value, dict)
+    value = float(next(iter(available.value.values())))
+    (entry,) = [r for r in instance_facts(instance).required if r.value == value]
+    assert len(entry.meaning) == 1  # no other datum shares the value
+    return value
+
+
+def story_for(instance: SynthInstance, skip: float | None = None, extra: str = "") -> str:
+    """A prose story of a level-1 production-mix instance, optionally leaving one number out."""
+    f = instance.formulation
+
+    def show(value: float) -> str:
+        return "" if skip is not None and value == skip else f"{value:g}"
+
+    products = f.sets[0].elements
+    resources = f.sets[1].elements
+    profit = f.parameter_named("profit").value
+    usage = f.parameter_named("usage").value
+    available = f.parameter_named("available").value
+    assert isinstance(profit, dict) and isinstance(usage, dict) and isinstance(available, dict)
+    parts = [f"I run {instance.domain} that makes {' and '.join(map(str, products))}."]
+    for p in products:
+        needs = ", ".join(f"{show(usage[r][p])} {r}" for r in resources)
+        parts.append(f"Each unit of {p} earns ${show(profit[p])} and needs {needs}.")
+    parts.append(
+        "Each week we have "
+        + " and ".join(f"{show(available[r])} {r}" for r in resources)
+        + " available."
+        + extra
+    )
+    parts.append("How many of each should we make to maximize total weekly profit?")
+    return " ".join(parts)
+
+
+def test_checker_accepts_a_faithful_story_with_formatted_numbers() -> None:
+    instance = bakery()
+    facts = instance_facts(instance)
+    story = story_for(instance)
+    assert check_story(story, facts).passed
+    big = max(r.value for r in facts.required)
+    formatted = story.replace(f"{big:g} ", f"{big:,.2f} ", 1)  # "1,200.00"-style
+    assert check_story(formatted, facts).passed
+
+
+def test_checker_catches_a_missing_number_and_names_it() -> None:
+    instance = bakery()
+    facts = instance_facts(instance)
+    gone = first_availability(instance)
+    check = check_story(story_for(instance, skip=gone), facts)
+    assert not check.passed
+    assert [m.value for m in check.missing] == [gone]
+    feedback = check.feedback(facts.goal)
+    assert f"{gone:g}" in feedback and "available" in feedback
+
+
+def test_checker_catches_invented_numbers_and_a_missing_question() -> None:
+    instance = bakery()
+    facts = instance_facts(instance)
+    story = story_for(instance, extra=" We have been open since 1987 and employ 37 bakers.")
+    check = check_story(story, facts)
+    assert not check.passed and check.invented == ["1987", "37"]
+    assert "1987, 37" in check.feedback(facts.goal)
+    no_question = check_story(story_for(instance).replace("?", "."), facts)
+    assert not no_question.passed and not no_question.asks_question
+    assert "question" in no_question.feedback(facts.goal)
+
+
+def test_clean_story_drops_labels_and_solutions() -> None:
+    raw = "**Problem:** A shop sells pens. How many?\n\nSolution: Let x be the pens..."
+    assert clean_story(raw) == "A shop sells pens. How many?"
+
+
+# --- the refinement loop with the scripted LLM server ----------------------------------------------
+def test_a_story_missing_a_number_is_refined_with_feedback_naming_it(scripted_llm: ScriptedLLMServer) -> None:
+    instance = bakery()
+    facts = instance_facts(instance)
+    gone = first_availability(instance)
+    meaning = next(r.meaning[0] for r in facts.required if r.value == gone)
+
+    def responder(request: ChatRequest) -> str:
+        if len(request.messages) == 2:  # first draft: one availability left out
+            return "Problem: " + story_for(instance, skip=gone)
+        return story_for(instance)
+
+    scripted_llm.responder = responder
+    with LLMClient(scripted_llm.llm_config(), cache=False) as client:
+        result = StoryWriter(client, max_rounds=3).write(instance)
+    assert result.passed and result.rounds == 2 and result.llm_calls == 2
+    assert result.story == story_for(instance)
+    assert [m.value for m in result.history[0].check.missing] == [gone]
+    first, second = scripted_llm.requests
+    assert "Facts:" in first.last_user_text and f"{gone:g}" in first.last_user_text
+    # the second request shows the first story back and names the missing number and its meaning
+    assert [m.role for m in second.messages] == ["system", "user", "assistant", "user"]
+    assert second.messages[2].text == story_for(instance, skip=gone)
+    assert f"{gone:g} ({meaning})" in second.last_user_text
+    assert result.model == "scripted-model" and result.persona
+
+
+def test_the_writer_gives_up_after_the_allowed_rounds(scripted_llm: ScriptedLLMServer) -> None:
+    instance = bakery()
+    scripted_llm.responder = lambda request: story_for(instance, extra=" It opened in 1987.")
+    with LLMClient(scripted_llm.llm_config(), cache=False) as client:
+        result = StoryWriter(client, max_rounds=2).write(instance)
+    assert not result.passed and result.story is None and result.rounds == 2
+    assert scripted_llm.request_count == 2
+    assert all(r.check.invented == ["1987"] for r in result.history)
+    assert "1987" in scripted_llm.requests[1].last_user_text
+
+
+def test_a_refused_request_ends_the_item_with_an_error(scripted_llm: ScriptedLLMServer) -> None:
+    from trace_graph.llm.scripted_server import ScriptedReply
+
+    scripted_llm.add(ScriptedReply.error(400, "context length exceeded"))
+    with LLMClient(scripted_llm.llm_config(), cache=False) as client:
+        result = StoryWriter(client).write(bakery())
+    assert not result.passed and result.rounds == 0 and result.error and "context length" in result.error
