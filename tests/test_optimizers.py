@@ -69,6 +69,7 @@ def test_prompt_shows_every_section_with_meaningful_names() -> None:
     assert '"suggestion"' in system.content and '"reasoning"' in system.content
     sections = split_sections(user.content, SECTION_TITLES)
     assert list(sections) == [title for title in SECTION_TITLES if title != "Past attempts"]
+    assert "The variables you may change: `weight`, `scale.code`." in sections["Instruction"]
     assert "Objective: Reach exactly 10." in sections["Instruction"]
     assert sections["Code"].splitlines() == [
         "add = add(a=weight, b=offset)",
@@ -180,6 +181,62 @@ def test_messy_replies_are_understood(
     (request,) = scripted_llm.requests
     schema = request.response_format["json_schema"]["schema"]  # type: ignore[index]
     assert "weight" in json.dumps(schema)
+
+
+def test_code_in_triple_quotes_and_echoed_marks_are_repaired(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    @bundle(trainable=True)
+    def halve(value: float) -> float:
+        """Half of a value."""
+        return value / 3
+
+    halve(4.0).backward("should be 2.0")
+    # Not JSON: a Python triple-quoted string, with the feedback's failure mark copied into the code.
+    scripted_llm.add(
+        '{"reasoning": "divide by 2", "suggestion": {"halve.code": """def halve(value: float) -> float:\n'
+        '    return value / 2  <--- (ValueError) wrong divisor"""}}'
+    )
+    result = OptoPrime([halve.parameter], scripted_llm_client).step()
+    assert result.ok, result.errors
+    assert halve.parameter.value == "def halve(value: float) -> float:\n    return value / 2"
+    assert halve(4.0).value == 2.0 and scripted_llm.request_count == 1
+
+
+def test_tags_format_sends_no_schema_and_reads_garbled_tags(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    @bundle(trainable=True)
+    def halve(value: float) -> float:
+        """Half of a value."""
+        return value / 3
+
+    halve(4.0).backward("should be 2.0")
+    # What a 1.5B model wrote: `(name) x` instead of <name>x</name>, and <value> never closed.
+    scripted_llm.add(
+        "<reasoning>divide by 2</reasoning>\n<variable>\n(name) halve.code\n<value>\n"
+        "def halve(value: float) -> float:\n    return value / 2\n</variable>"
+    )
+    optimizer = OptoPrime([halve.parameter], scripted_llm_client, reply_format="tags")
+    assert "<variable>" in optimizer.construct_prompt()[0].content
+    result = optimizer.step()
+    assert result.ok, result.errors
+    assert result.reasoning == "divide by 2" and halve(4.0).value == 2.0
+    (request,) = scripted_llm.requests
+    assert request.response_format is None and "schema" not in request.last_user_text
+
+
+def test_tags_format_re_asks_in_its_own_terms(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    weight = node(3, name="weight", trainable=True)
+    add(weight, 1).backward("should be 8")
+    scripted_llm.add(
+        "", "<reasoning>raise it</reasoning><variable><name>weight</name><value>7</value></variable>"
+    )
+    result = OptoPrime([weight], scripted_llm_client, reply_format="tags").step()
+    assert result.ok and weight.value == 7
+    assert "the format asked for" in scripted_llm.requests[1].last_user_text
 
 
 def test_step_updates_parameters_of_each_type(
@@ -356,7 +413,10 @@ def test_fixing_code_from_its_exception(
     optimizer = OptoPrime([mean.parameter], scripted_llm_client)
     optimizer.backward(failed)  # no text: the exception explains itself
     feedback = sections_of(optimizer)["Feedback"]
-    assert "return sum(values) / len(values[0])  <--- (TypeError) object of type 'float' has no len()" in feedback
+    assert (
+        "return sum(values) / len(values[0])  <--- (TypeError) object of type 'float' has no len()"
+        in feedback
+    )
     fixed = mean.parameter.value.replace("len(values[0])", "len(values)")
     scripted_llm.add(reply({"mean.code": fixed}, "divide by the number of values"))
     assert optimizer.step().changed == ["mean.code"]

@@ -19,9 +19,10 @@ import copy
 import json
 import math
 import re
+import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
@@ -71,15 +72,42 @@ class StepResult(BaseModel):
 
 # -- the reply ---------------------------------------------------------------------------------------
 
+ReplyFormat = Literal["json", "tags"]
+
+# How to answer, for the end of a system prompt. JSON is the default: servers that constrain
+# decoding to the schema make it reliable. Tags suit models that must write code without such a
+# server: code inside a tag needs no escaping, which small models get wrong in JSON strings.
+OUTPUT_FORMATS: dict[str, str] = {
+    "json": """\
+Reply with one JSON object and nothing else:
+{"reasoning": "<your analysis, briefly>", "suggestion": {"<variable name>": <new value>}}
+Give numbers as numbers; list only the variables you change.""",
+    "tags": """\
+Reply in this format and nothing else:
+<reasoning>your analysis, briefly</reasoning>
+<variable>
+<name>the variable's name</name>
+<value>
+its complete new value
+</value>
+</variable>
+Write one <variable> block per variable you change, none when nothing should change.""",
+}
+
 _FENCED = re.compile(r"^\s*```[\w+-]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```\s*$", re.DOTALL)
 
 
-def _strip_fence(value: Any) -> Any:
-    # Models often wrap code inside a JSON string in a ```python fence.
+# The failure marks of an annotated source (`x = y[0]  <--- (TypeError) ...`), echoed back by models.
+_ECHOED_MARK = re.compile(r"[ \t]*#?[ \t]*<--- \(\w+\).*$", re.MULTILINE)
+
+
+def _clean_code(value: Any) -> Any:
+    # Models often wrap code in a ```python fence, and copy the error marks shown in the feedback.
     if isinstance(value, str):
         match = _FENCED.match(value)
         if match:
-            return match.group(1)
+            value = match.group(1)
+        value = _ECHOED_MARK.sub("", value)
     return value
 
 
@@ -92,7 +120,7 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-Code = Annotated[str, BeforeValidator(_strip_fence)]
+Code = Annotated[str, BeforeValidator(_clean_code)]
 Text = Annotated[str, BeforeValidator(_as_text)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -137,7 +165,7 @@ class ReplyBase(BaseModel):
             raw = next((data[key] for key in _PAIR_KEYS if key in data), None)
             if raw is None:  # the values at the top level: {"reasoning": ..., "x": 3}
                 raw = {key: value for key, value in data.items() if _match_name(key, names) is not None}
-        suggestion = _as_mapping(raw)
+        suggestion = _as_mapping(raw, names)
         if isinstance(suggestion, dict):
             suggestion = {_match_name(key, names) or key: value for key, value in suggestion.items()}
         if not isinstance(reasoning, str):
@@ -145,19 +173,37 @@ class ReplyBase(BaseModel):
         return {"reasoning": reasoning, "suggestion": {} if suggestion is None else suggestion}
 
 
-def _as_mapping(raw: Any) -> Any:
-    """{name: value} from a dict, a {"name", "value"} pair, or a list of pairs; else unchanged."""
+def _as_mapping(raw: Any, names: tuple[str, ...]) -> Any:
+    """{name: value} from a dict, a {"name", "value"} pair, a list of pairs, or the text of a
+    ``<variable>`` block with broken tags; else unchanged."""
     if isinstance(raw, dict) and "name" in raw and "value" in raw and len(raw) <= 3:
         return {str(raw["name"]).strip(): raw["value"]}
-    if isinstance(raw, list) and all(isinstance(item, dict) for item in raw):
+    if isinstance(raw, str):
+        return _loose_pair(raw, names) or raw
+    if isinstance(raw, list) and all(isinstance(item, dict | str) for item in raw):
         merged: dict[str, Any] = {}
         for item in raw:
-            mapped = _as_mapping(item)
+            mapped = _as_mapping(item, names)
             if not isinstance(mapped, dict):
                 return raw
             merged.update(mapped)
         return merged
     return raw
+
+
+_LOOSE_VALUE = re.compile(r"<value>[ \t]*\r?\n?(.*?)(?:</value>|</variable>|\Z)", re.DOTALL)
+
+
+def _loose_pair(text: str, names: tuple[str, ...]) -> dict[str, str] | None:
+    """A ``<variable>`` body as small models garble it: ``(name) x`` or ``name: x`` instead of
+    ``<name>x</name>``, an unclosed ``<value>``. The name must be a known parameter's."""
+    value = _LOOSE_VALUE.search(text)
+    if value is None:
+        return None
+    mentioned = [name for name in names if name in text[: value.start()]]
+    if not mentioned:
+        return None
+    return {max(mentioned, key=len): textwrap.dedent(value.group(1)).strip("\r\n").rstrip()}
 
 
 def _match_name(key: Any, names: tuple[str, ...]) -> str | None:
@@ -205,6 +251,25 @@ def suggested_values(reply: ReplyBase) -> dict[str, Any]:
     }
     values.update(suggestion.model_extra or {})
     return values
+
+
+_TRIPLE_QUOTED = re.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', re.DOTALL)
+
+
+def _read_reply(text: str, model: type[ReplyBase]) -> tuple[ReplyBase | None, str]:
+    """The reply as ``model``, or None and the problem (phrased for the model to read)."""
+    try:
+        return parse_reply(text, model), ""
+    except ReplyParseError as error:
+        problem = error.problem
+    # Small models put code in JSON as Python triple-quoted strings; read them as JSON strings.
+    if _TRIPLE_QUOTED.search(text):
+        repaired = _TRIPLE_QUOTED.sub(lambda match: json.dumps(match.group(1) or match.group(2) or ""), text)
+        try:
+            return parse_reply(repaired, model), ""
+        except ReplyParseError:
+            pass
+    return None, problem
 
 
 # -- applying values ---------------------------------------------------------------------------------
@@ -285,7 +350,10 @@ class Optimizer(ABC):
         *,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        reply_format: ReplyFormat = "json",
     ) -> None:
+        if reply_format not in OUTPUT_FORMATS:
+            raise ValueError(f"reply_format must be one of {sorted(OUTPUT_FORMATS)}, got {reply_format!r}")
         self._keys = parameter_keys(parameters)
         self._key_by_parameter = {parameter: key for key, parameter in self._keys.items()}
         if not self._keys:
@@ -293,6 +361,7 @@ class Optimizer(ABC):
         self.llm = llm
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.reply_format = reply_format
 
     @property
     def parameters(self) -> list[ParameterNode]:
@@ -358,12 +427,12 @@ class Optimizer(ABC):
 
     def step(self) -> StepResult:
         """Ask the LLM for better values and apply them. Never raises on a bad reply."""
+        if self.llm is None:
+            raise RuntimeError("this optimizer has no LLM client: pass llm=LLMClient(...) to use step()")
         built = self._messages()
         if built is None:
             return StepResult(skipped="no parameter has feedback: call backward() on an output first")
         messages, labelled = built
-        if self.llm is None:
-            raise RuntimeError("this optimizer has no LLM client: pass llm=LLMClient(...) to step()")
         model = reply_model(labelled)
         prompt_chars = sum(len(message.content) for message in messages)
         with self.llm.track() as tracker:
@@ -382,35 +451,34 @@ class Optimizer(ABC):
         """The parsed reply (or None), the last raw reply text, and errors.
 
         ``LLMClient.structured`` does the same parse-and-re-ask but keeps the raw text to itself; a
-        StepResult should show what the model actually wrote.
+        StepResult should show what the model actually wrote. In the tags format no schema is sent:
+        a server constraining output to it would force JSON where tags were asked for.
         """
         assert self.llm is not None
-        options: dict[str, Any] = {
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "response_schema": model.model_json_schema(),
-        }
+        options: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.reply_format == "json":
+            options["response_schema"] = model.model_json_schema()
         raw: str | None = None
         try:
             reply = self.llm.chat(messages, **options)
             raw = reply.text
-            try:
-                return parse_reply(reply.text, model), raw, []
-            except ReplyParseError as error:
-                cut_off = " (The reply was cut off at max_tokens.)" if reply.truncated else ""
-                problem = error.problem + cut_off
+            parsed, problem = _read_reply(reply.text, model)
+            if parsed is not None:
+                return parsed, raw, []
+            if reply.truncated:
+                problem += " (The reply was cut off at max_tokens: keep it shorter.)"
+            wanted = "the corrected JSON object" if self.reply_format == "json" else "the format asked for"
             correction = ChatMessage(
                 role="user",
-                content=f"Your reply could not be used. {problem}\n"
-                "Reply again with only the corrected JSON object, nothing else.",
+                content=f"Your reply could not be used. {problem}\nReply again with only {wanted}.",
             )
             again = [*messages, ChatMessage(role="assistant", content=reply.text), correction]
             second = self.llm.chat(again, **options)
             raw = second.text
-            try:
-                return parse_reply(second.text, model), raw, []
-            except ReplyParseError as error:
-                return None, raw, [f"the reply could not be used, even after re-asking once: {error.problem}"]
+            parsed, problem = _read_reply(second.text, model)
+            if parsed is not None:
+                return parsed, raw, []
+            return None, raw, [f"the reply could not be used, even after re-asking once: {problem}"]
         except (LLMReplyError, LLMRequestError) as error:
             return None, raw, [f"the LLM call failed: {error}"]
 

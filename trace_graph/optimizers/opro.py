@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from trace_graph.llm import ChatMessage, LLMClient
 from trace_graph.module import Module
 from trace_graph.nodes import ParameterNode
-from trace_graph.optimizers.base import Optimizer
+from trace_graph.optimizers.base import OUTPUT_FORMATS, Optimizer, ReplyFormat
 from trace_graph.optimizers.prompt import Section, render_sections
 from trace_graph.report import short_repr
 
@@ -32,9 +32,7 @@ _SCORE = re.compile(r"\bscore\b\s*(?:is|=|:)?\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)
 SYSTEM_PROMPT = """\
 You are an optimizer. You see variables, earlier values of them with the score each got, and \
 feedback on the latest values. Propose new values that score better than every earlier one and \
-differ from all of them. Reply with one JSON object and nothing else:
-{"reasoning": "<what the scores suggest, briefly>", "suggestion": {"<variable name>": <new value>}}
-Give numbers as numbers; keep each value's type.\
+differ from all of them. Keep each value's type.
 """
 
 
@@ -68,8 +66,11 @@ class OPRO(Optimizer):
         feedback_limit: int = 1_000,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        reply_format: ReplyFormat = "json",
     ) -> None:
-        super().__init__(parameters, llm, temperature=temperature, max_tokens=max_tokens)
+        super().__init__(
+            parameters, llm, temperature=temperature, max_tokens=max_tokens, reply_format=reply_format
+        )
         self.objective = objective
         self.history_size = history_size
         self.maximize = maximize
@@ -137,7 +138,10 @@ class OPRO(Optimizer):
             Section("Feedback", [short_repr(latest, self.feedback_limit)] if latest else [], priority=True),
         ]
         problem = render_sections(sections, self.prompt_budget)
-        return [ChatMessage(role="system", content=SYSTEM_PROMPT), ChatMessage(role="user", content=problem)]
+        return [
+            ChatMessage(role="system", content=SYSTEM_PROMPT + OUTPUT_FORMATS[self.reply_format]),
+            ChatMessage(role="user", content=problem),
+        ]
 
     def _messages(self) -> tuple[list[ChatMessage], dict[str, ParameterNode]] | None:
         texts = [record.text for record in self.feedback_records()]

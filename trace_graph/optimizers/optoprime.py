@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from trace_graph.llm import ChatMessage, LLMClient
 from trace_graph.module import Module
 from trace_graph.nodes import ParameterNode
-from trace_graph.optimizers.base import Optimizer, StepResult
+from trace_graph.optimizers.base import OUTPUT_FORMATS, Optimizer, ReplyFormat, StepResult
 from trace_graph.optimizers.prompt import Section, render_sections
 from trace_graph.report import (
     OperationCall,
@@ -59,10 +59,8 @@ You improve a program by changing its variables. The program ran; the run is sho
 #Feedback: what is wrong (or right) about the outputs.
 
 Work out how the variables produced the outputs, why the feedback says what it says, and which new \
-values fix it. Reply with one JSON object and nothing else:
-{"reasoning": "<your analysis, briefly>", "suggestion": {"<variable name>": <new value>}}
-Give numbers as numbers and code as the complete new source of the function, keeping its signature. \
-Suggest only variables listed in #Variables, and only the ones you change.\
+values fix it. Change only variables listed in #Variables. Write code as the complete new source of \
+the function, keeping its signature.
 """
 
 DEFAULT_INSTRUCTION = (
@@ -103,8 +101,11 @@ class OptoPrime(Optimizer):
         feedback_limit: int = 1_500,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        reply_format: ReplyFormat = "json",
     ) -> None:
-        super().__init__(parameters, llm, temperature=temperature, max_tokens=max_tokens)
+        super().__init__(
+            parameters, llm, temperature=temperature, max_tokens=max_tokens, reply_format=reply_format
+        )
         self.objective = objective
         self.memory_size = memory_size
         self.prompt_budget = prompt_budget
@@ -141,7 +142,7 @@ class OptoPrime(Optimizer):
             feedback=" | ".join(short_repr(view.text, self.value_limit * 2) for view in report.feedback),
         )
         messages = [
-            ChatMessage(role="system", content=SYSTEM_PROMPT),
+            ChatMessage(role="system", content=SYSTEM_PROMPT + OUTPUT_FORMATS[self.reply_format]),
             ChatMessage(role="user", content=problem),
         ]
         return messages, labelled
@@ -150,7 +151,11 @@ class OptoPrime(Optimizer):
         """The user message for ``report``: every section, within ``prompt_budget`` characters."""
         failed = {call.output: call for call in report.operations if call.error is not None}
         feedback_text = "\n".join(view.text for view in report.feedback)
-        instruction = DEFAULT_INSTRUCTION + (f"\nObjective: {self.objective}" if self.objective else "")
+        # Named outright: small models otherwise "fix" an input they cannot change.
+        names = ", ".join(f"`{view.name}`" for view in report.parameters)
+        instruction = f"{DEFAULT_INSTRUCTION} The variables you may change: {names}." + (
+            f"\nObjective: {self.objective}" if self.objective else ""
+        )
         sections = [
             Section("Instruction", [instruction], priority=True),
             Section("Code", [_code_line(call) for call in report.operations]),
