@@ -250,8 +250,11 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------------
 
     def fit(self, train_set: Sequence[Any], *, checkpoint: str | Path | None = None) -> TrainingHistory:
-        """Train; with ``checkpoint`` the state is saved after every step (and resumed by
-        ``load_checkpoint`` followed by ``fit`` on the same data and settings)."""
+        """Train for ``epochs``; with ``checkpoint`` the state is saved after every step.
+
+        Batches already in the history are skipped: ``load_checkpoint`` then ``fit`` on the same
+        data and settings resumes a run, and raising ``epochs`` continues a finished one.
+        """
         examples = [as_example(item) for item in train_set]
         if not examples:
             raise ValueError("the training set is empty")
