@@ -296,6 +296,19 @@ def test_the_embedded_model_optimizes_one_parameter_per_step(
     assert report.statuses == {"accepted": 1, "unchanged": 1} and report.best_val_accuracy == 1.0
 
 
+def test_a_dead_optimizer_endpoint_ends_the_run_with_the_best_params_saved(
+    scripted_llm_client: LLMClient, world: World, tmp_path: Path
+) -> None:
+    train, val = world.write(tmp_path)
+    dead = LLMConfig(base_url="http://127.0.0.1:9/v1", cache_path=None, max_retries=0, retry_deadline=0.2)
+    with LLMClient(dead, cache=False) as optimizer_llm:
+        report = train_agent(settings_for(tmp_path, train, val), scripted_llm_client, optimizer_llm)
+    assert report.stopped is not None and "unavailable" in report.stopped
+    assert report.baseline_val_accuracy == 0.5 and report.steps == 0
+    saved = json.loads((tmp_path / "params.json").read_text())
+    assert saved["parameters"]["system_prompt"] == prompts.SYSTEM_PROMPT and saved["training"]["stopped"]
+
+
 def test_resume_continues_the_logged_run(
     scripted_llm_client: LLMClient, world: World, tmp_path: Path
 ) -> None:

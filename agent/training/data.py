@@ -81,7 +81,7 @@ def _normalized(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def _benchmark_questions() -> dict[str, set[str]]:
+def benchmark_questions() -> dict[str, set[str]]:
     """Normalized questions of every public benchmark whose file is on disk."""
     found: dict[str, set[str]] = {}
     for spec in list_datasets():
@@ -109,10 +109,10 @@ def test_set_matches(name_or_path: str, problems: list[Problem]) -> list[TestSet
         if file_format != "user":
             matches.append(TestSetMatch(benchmark=f"a {file_format}-format benchmark file", reason="format"))
     questions = {_normalized(problem.question) for problem in problems}
-    for benchmark, benchmark_questions in _benchmark_questions().items():
+    for benchmark, known in benchmark_questions().items():
         if benchmark == name_or_path:
             continue
-        shared = len(questions & benchmark_questions)
+        shared = len(questions & known)
         if shared:
             matches.append(TestSetMatch(benchmark=benchmark, reason="questions", shared_questions=shared))
     return matches

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.answer import AgentAnswer, FormulationStyle
 from agent.datasets import Problem
 from agent.modeler import AgentOptions, AgentTrace, ModelingAgent
-from agent.training.data import DEFAULT_TRAIN_DIR, DataSplit, prepare_data
+from agent.training.data import DEFAULT_TRAIN_DIR, DataSplit, benchmark_questions, prepare_data
 from agent.training.feedback import ItemOutcome, item_feedback
 from agent.training.guards import (
     GuardedOPRO,
@@ -421,7 +421,9 @@ def train_agent(
     with graph_context():
         agent = ModelingAgent(agent_llm, options, params=settings.init_params)
     initial = dict(agent.state_dict())
+    # Prompts must not quote training or validation problems, nor any public benchmark's.
     questions = [p.question for p in [*data.train, *data.val]]
+    questions += [q for found in benchmark_questions().values() for q in found]
     optimizer = build_optimizer(settings, agent, optimizer_llm, questions)
     runner = AgentRunner(agent)
     log_dir = settings.resolved_log_dir
