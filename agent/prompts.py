@@ -138,10 +138,13 @@ def sanity_rules(facts: SanityFacts) -> list[str]:
             "the best plan does nothing (every variable 0, objective 0): a maximization with a "
             "zero optimum usually means a constraint points the wrong way or a coefficient is missing"
         )
-    if facts.sense == "minimize" and everything_zero and any(w in text for w in ("at least", "minimum")):
+    if facts.sense == "minimize" and everything_zero:
+        # a word problem that asks to minimize never means "do nothing": something must be
+        # produced, covered or staffed, so the requirement forcing it is missing or reversed
         concerns.append(
-            "every variable is 0 although the problem states requirements (at least / minimum): "
-            "a requirement is probably missing or written as <= instead of >="
+            "every variable is 0: the plan does nothing, yet the problem asks to minimize while "
+            "meeting its requirements (demand, hours needed, at least / minimum): a requirement is "
+            "probably missing or written as <= instead of >="
         )
     if facts.objective < -1e-9 and any(w in text for w in ("profit", "revenue", "cost", "income")):
         concerns.append(f"the objective {facts.objective:g} is negative; profits and costs here are positive")
