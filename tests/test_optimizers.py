@@ -226,6 +226,18 @@ def test_tags_format_sends_no_schema_and_reads_garbled_tags(
     assert request.response_format is None and "schema" not in request.last_user_text
 
 
+def test_a_variable_block_naming_nothing_known_is_re_asked_with_the_names(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    weight = node(3, name="weight", trainable=True)
+    add(weight, 1).backward("should be 8")
+    garbled = "<reasoning>hm</reasoning><variable>(name) hour\n(value)\nNone</variable>"
+    scripted_llm.add(garbled, garbled)
+    result = OptoPrime([weight], scripted_llm_client, reply_format="tags").step()
+    assert weight.value == 3 and "NAME one of ['weight']" in result.errors[0]
+    assert "NAME one of ['weight']" in scripted_llm.requests[1].last_user_text
+
+
 def test_tags_format_re_asks_in_its_own_terms(
     scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
 ) -> None:

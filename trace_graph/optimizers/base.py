@@ -166,6 +166,11 @@ class ReplyBase(BaseModel):
             if raw is None:  # the values at the top level: {"reasoning": ..., "x": 3}
                 raw = {key: value for key, value in data.items() if _match_name(key, names) is not None}
         suggestion = _as_mapping(raw, names)
+        if isinstance(suggestion, str):  # a <variable> block naming nothing known: say what is expected
+            raise ValueError(
+                f"a <variable> block needs <name>NAME</name> with NAME one of {list(names)}, then "
+                f"<value>the new value</value>; got {short_repr(suggestion, 80)!r}"
+            )
         if isinstance(suggestion, dict):
             suggestion = {_match_name(key, names) or key: value for key, value in suggestion.items()}
         if not isinstance(reasoning, str):
