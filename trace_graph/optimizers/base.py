@@ -165,6 +165,8 @@ class ReplyBase(BaseModel):
             raw = next((data[key] for key in _PAIR_KEYS if key in data), None)
             if raw is None:  # the values at the top level: {"reasoning": ..., "x": 3}
                 raw = {key: value for key, value in data.items() if _match_name(key, names) is not None}
+        if isinstance(raw, str) and not raw.strip():  # "suggestion": "" means no change
+            raw = None
         suggestion = _as_mapping(raw, names)
         if isinstance(suggestion, str):  # a <variable> block naming nothing known: say what is expected
             raise ValueError(
