@@ -392,3 +392,7 @@ def test_a_crashing_step_ends_that_item_only(
     summary = run_pipeline(config, StoryWriter(client), CrashingFormulator(), None)
     assert summary.outcomes == {"error": 2} and summary.stopped is None
     assert all("RuntimeError: formulator crashed" in row["reason"] for row in rows(config.ledger_path))
+    # a rerun tries crashed items again (the bug may be fixed by then)
+    fixed = AgentFormulator(ModelingAgent(client, AgentOptions(max_repairs=0)))
+    again = run_pipeline(config, StoryWriter(client), fixed, None)
+    assert again.resumed == 0 and again.accepted == 2

@@ -25,13 +25,15 @@ from agent.synthesis.numbers import ExtractedNumber, extract_numbers, format_num
 from solvers.ir import Formulation, Parameter
 from trace_graph.llm.client import ChatMessage, LLMClient, LLMReplyError, LLMRequestError
 
+# Styles rather than characters: a small model told "voice: a teacher" writes the teacher into the
+# story as the decision maker.
 PERSONAS = (
-    "the owner of the business, writing to a consultant",
-    "an operations analyst writing a short brief for a manager",
-    "a textbook author writing an exercise",
-    "a planner explaining the situation to a new colleague",
-    "a manager writing an email asking for a plan",
-    "a teacher writing a homework problem",
+    "a business owner asking for help, in the first person",
+    "a short brief from an analyst to a manager",
+    "a textbook exercise",
+    "an email from a planner to a colleague",
+    "a manager's request for a plan",
+    "a homework problem",
 )
 SYSTEM_PROMPT = (
     "You turn business facts into clear, realistic word problems. Reply with the problem text only."
@@ -291,7 +293,7 @@ def clean_story(text: str) -> str:
 def story_prompt(facts: StoryFacts, persona: str) -> str:
     return (
         "Write a realistic word problem for an optimization class.\n"
-        f"Voice: {persona}. Setting: {facts.domain}.\n"
+        f"Style: {persona}. Setting: {facts.domain}.\n"
         "Use every number in the facts, written as digits (1200, $3.50 and 15% are fine). "
         "Do not add any other "
         "number, do not solve the problem, do not write formulas. Mention every rule. "

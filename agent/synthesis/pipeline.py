@@ -349,7 +349,8 @@ class AppendOnlyJsonl:
                 handle.truncate(keep)
         return len(data) - keep
 
-    def ids(self) -> set[str]:
+    def ids(self, skip_outcomes: frozenset[str] = frozenset()) -> set[str]:
+        """Ids of the rows written so far, except rows whose `outcome` is in `skip_outcomes`."""
         if not self.path.exists():
             return set()
         found = set()
@@ -358,7 +359,7 @@ class AppendOnlyJsonl:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row, dict) and "id" in row:
+            if isinstance(row, dict) and "id" in row and row.get("outcome") not in skip_outcomes:
                 found.add(str(row["id"]))
         return found
 
@@ -413,7 +414,9 @@ def run_pipeline(
     )
     for handle in (accepted_file, rejected_file, ledger):
         handle.repair()
-    done = accepted_file.ids() | rejected_file.ids() | ledger.ids()
+    # Items that crashed are tried again on a rerun (the cause may be fixed); every other outcome
+    # is final for its id.
+    done = accepted_file.ids() | rejected_file.ids() | ledger.ids(skip_outcomes=frozenset({"error"}))
     plans = plan_items(config)
     todo = [p for p in plans if p.id not in done]
     summary = SynthSummary(
