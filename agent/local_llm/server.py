@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -265,6 +266,17 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# PDEATHSIG fires when the *thread* that forked the child ends, not the process. Commands start the
+# server on demand from worker threads (eval, train), so every spawn goes through this one thread,
+# which lives exactly as long as the process: a killed `optitrace eval` takes its server with it.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optitrace-llm-spawner")
+
+
+def spawn_tied_to_process(command: list[str], **popen_options: Any) -> subprocess.Popen[bytes]:
+    """`subprocess.Popen` whose child gets SIGTERM when this process dies, however it dies."""
+    return _spawner.submit(subprocess.Popen, command, preexec_fn=_die_with_parent, **popen_options).result()
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -339,17 +351,14 @@ class LocalServer:
         # One log per port: two servers (e.g. `llm serve` and an on-demand one) must not clobber each other.
         self.log_path = server_dir() / f"{self.model.name}-{port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        on_main_thread = threading.current_thread() is threading.main_thread()
         began = time.monotonic()
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
+            self.process = spawn_tied_to_process(
                 self.command(weights, port),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it cleanly
-                # PDEATHSIG follows the creating thread, so only when that thread lives as long as we do.
-                preexec_fn=_die_with_parent if on_main_thread else None,
             )
         self.port = port
         atexit.register(self.stop)
