@@ -109,7 +109,9 @@ class Variable(_Strict):
     @model_validator(mode="after")
     def _bounds(self) -> Variable:
         if self.lower is not None and self.upper is not None and self.lower > self.upper:
-            raise ValueError(f"variable {self.name!r}: lower bound {self.lower} exceeds upper bound {self.upper}")
+            raise ValueError(
+                f"variable {self.name!r}: lower bound {self.lower} exceeds upper bound {self.upper}"
+            )
         return self
 
 

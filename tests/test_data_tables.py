@@ -151,4 +151,4 @@ def test_draft_problems_are_all_reported_at_once(foods: Path) -> None:
     assert "set Foods: table foods has no column 'item'" in text
     assert "parameter cap: give a value or from_table" in text
     assert "variable 2x" in text and "not an identifier" in text
-    assert 'constraint c: for_all entry' in text
+    assert "constraint c: for_all entry" in text
