@@ -151,7 +151,8 @@ class World:
         system = request.messages[0].text if request.messages else ""
         if system.startswith(("You improve a program", "You are an optimizer")):
             return self.optimize(request)
-        question = request.last_user_text.rsplit("Problem: ", 1)[1].removesuffix("JSON:").strip()
+        # first-round and repair prompts both carry the question on its own "Problem: ..." line
+        question = request.last_user_text.rsplit("Problem: ", 1)[1].split("\n", 1)[0].strip()
         numbers = self.numbers[question]
         if HARM in system:
             return draft(numbers, numbers["b"], sense="minimize")
