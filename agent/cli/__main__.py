@@ -1,0 +1,5 @@
+"""`python -m agent.cli` is `optitrace`."""
+
+from agent.cli import main
+
+main()
