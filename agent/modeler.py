@@ -60,6 +60,8 @@ _STATUS_OF_SOLVE = {
 _PREVIOUS_REPLY_CHARS = 2500  # a broken reply is shown back, but not at the cost of the context
 # Temperature 0 tends to repeat the same mistake when the prompt barely changes; a little heat helps.
 REPAIR_TEMPERATURE = 0.3
+REPAIR_TEMPERATURE_STEP = 0.2
+REPAIR_SAMPLE_STRIDE = 1000  # keeps repair sample indices apart from self-consistency samples
 _SANDBOX: ContextVar[Any] = ContextVar("optitrace_agent_sandbox")
 
 
@@ -401,7 +403,12 @@ class ModelingAgent(Module):
             f"Previous {'program' if style == 'code' else 'JSON'}:\n{shown or '(empty reply)'}\n\n"
             f"Evidence:\n{evaluation.feedback}\n\nCorrected {'program' if style == 'code' else 'JSON'}:"
         )
-        return self._ask_llm(user, previous.round + 1, sample_index, REPAIR_TEMPERATURE, tables)
+        round_number = previous.round + 1
+        # A repair that reproduced its input meets the same prompt again next round; a fresh sample
+        # index (a new cache key) and a warmer temperature make that round a real second attempt.
+        temperature = min(REPAIR_TEMPERATURE + REPAIR_TEMPERATURE_STEP * (round_number - 1), 0.9)
+        repair_sample = sample_index * REPAIR_SAMPLE_STRIDE + round_number
+        return self._ask_llm(user, round_number, repair_sample, temperature, tables)
 
     @bundle(catch_execution_error=False)
     def build_and_solve(self, candidate: Candidate, tables: list[DataTable]) -> Solved:

@@ -581,3 +581,19 @@ def test_unbounded_feedback_names_the_variable_no_constraint_limits(
     answer = agent_for(client).solve(BAKERY)
     assert answer.status == AnswerStatus.OPTIMAL
     assert "muffin appear(s) in no constraint" in answer.attempts[0].feedback
+
+
+def test_a_repair_that_repeats_itself_gets_a_fresh_warmer_attempt(
+    scripted_llm: ScriptedLLMServer, tmp_path: Path
+) -> None:
+    # With the reply cache on, a repair round whose prompt equals the previous round's would be
+    # answered from the cache with the same mistake; each round must reach the LLM anew.
+    do_nothing = variant(constraints=[{"name": "oven", "expression": "bread + 2*cake <= 0"}])
+    scripted_llm.add(do_nothing, do_nothing, do_nothing, GOOD_JSON)
+    config = scripted_llm.llm_config(cache_path=tmp_path / "cache.sqlite")
+    with LLMClient(config) as cached:
+        answer = agent_for(cached, max_repairs=3).solve(BAKERY)
+    assert answer.status == AnswerStatus.OPTIMAL and answer.objective == pytest.approx(120.0)
+    assert scripted_llm.request_count == 4 and answer.repair_rounds == 3
+    repair_temperatures = [request.temperature for request in scripted_llm.requests[1:]]
+    assert repair_temperatures == sorted(repair_temperatures) and len(set(repair_temperatures)) == 3
