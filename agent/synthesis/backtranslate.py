@@ -7,8 +7,10 @@
 3. `check_story` extracts the story's numbers (agent.synthesis.numbers) and compares them with the
    facts: every data value must appear; numbers the facts do not explain are flagged as invented;
    the text must end in a question.
-4. A failed check becomes feedback naming each missing value (with what it is) and each invented
-   number; the story is rewritten, up to `max_rounds` stories in all.
+4. A failed check becomes feedback naming each missing value (with what it is and the fact line
+   that holds it), each invented number, unstated integrality, a missing question or a leaked
+   formulation. The next draft edits the last one when it was mostly right, else starts afresh
+   with the feedback (`refine`); up to `max_rounds` drafts in all.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +40,7 @@ PERSONAS = (
 SYSTEM_PROMPT = (
     "You turn business facts into clear, realistic word problems. Reply with the problem text only."
 )
+Refine = Literal["auto", "patch", "edit", "fresh"]
 _MAX_FEEDBACK_ITEMS = 12  # more than this overwhelms a small model; the rest come next round
 
 
@@ -55,10 +58,24 @@ class StoryFacts(BaseModel):
     required: list[RequiredNumber]
     allowed: list[float] = Field(description="numbers a story may use without them being data")
     goal: str
+    whole: list[str] = Field(default_factory=list, description="decisions that must be whole numbers")
+    fractional: list[str] = Field(default_factory=list, description="decisions that may be fractional")
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+    def lines_with(self, numbers: list[RequiredNumber], limit: int = 6) -> list[str]:
+        """The fact lines that state any of `numbers`; a table row comes with its table's title."""
+        patterns = [re.compile(rf"(?<![\d.]){re.escape(n.text)}(?!\d|\.\d)") for n in numbers]
+        found: list[str] = []
+        title = ""
+        for line in self.lines:
+            if not line.startswith(" "):
+                title = line
+            if any(p.search(line) for p in patterns):
+                found.append(f"{title} {line.strip()}" if line.startswith(" ") else line)
+        return list(dict.fromkeys(found))[:limit]
 
 
 class StoryCheck(BaseModel):
@@ -68,30 +85,77 @@ class StoryCheck(BaseModel):
         default_factory=list, description="numbers in the story the facts do not explain"
     )
     asks_question: bool = True
+    formulation_leak: bool = Field(
+        default=False, description="the text defines variables or writes equations instead of a story"
+    )
+    unstated_whole: list[str] = Field(
+        default_factory=list, description="integer decisions not said to be whole"
+    )
+    unstated_fractional: list[str] = Field(
+        default_factory=list, description="continuous decisions not said to allow fractions"
+    )
     found_numbers: int = 0
+    found_required: int = 0
 
-    def feedback(self, goal: str) -> str:
-        """The failure as an instruction for the rewrite."""
-        lines = ["The problem is not right yet:"]
+    def feedback(self, facts: StoryFacts) -> str:
+        """The failure as an instruction for the next draft. Missing numbers come with the fact
+        lines that hold them: a small model copies a line far more reliably than it finds a number."""
+        lines = ["Your last draft was rejected:"]
         if self.missing:
             shown = [f"{m.text} ({m.meaning[0]})" for m in self.missing[:_MAX_FEEDBACK_ITEMS]]
-            lines.append(f"- these numbers from the facts are missing: {'; '.join(shown)}")
+            lines.append(f"- it left out these numbers: {'; '.join(shown)}")
+            lines += ["  They are in these facts:", *(f"  {line}" for line in facts.lines_with(self.missing))]
         if self.invented:
             lines.append(
-                "- these numbers are not in the facts, remove them: "
+                "- it used numbers that are not in the facts (do not use them): "
                 + ", ".join(self.invented[:_MAX_FEEDBACK_ITEMS])
             )
+        if self.formulation_leak:
+            lines.append("- it defined variables or wrote equations; write only the problem, in sentences")
+        if self.unstated_whole:
+            lines.append(
+                f"- it did not say that these must be whole numbers: {'; '.join(self.unstated_whole)}"
+            )
+        if self.unstated_fractional:
+            lines.append(
+                f"- it did not say that these may be fractional: {'; '.join(self.unstated_fractional)}"
+            )
         if not self.asks_question:
-            lines.append(f"- it must end with a question asking to {goal}")
-        lines.append(
-            "Rewrite the whole problem using every number from the facts and no other numbers.\n\nProblem:"
-        )
+            lines.append(f"- it did not end with a question asking to {facts.goal}")
         return "\n".join(lines)
+
+    @property
+    def only_structure(self) -> bool:
+        """Everything wrong is unstated integrality or a missing question (no data problem)."""
+        structural = bool(self.unstated_whole or self.unstated_fractional or not self.asks_question)
+        return structural and not (self.missing or self.invented or self.formulation_leak)
+
+    def summary(self) -> str:
+        """One line for a ledger: what failed."""
+        problems = []
+        if self.missing:
+            problems.append(f"missing {[m.text for m in self.missing][:8]}")
+        if self.invented:
+            problems.append(f"invented {self.invented[:8]}")
+        if self.formulation_leak:
+            problems.append("wrote a formulation")
+        if self.unstated_whole or self.unstated_fractional:
+            problems.append("integrality unstated")
+        if not self.asks_question:
+            problems.append("no question")
+        return ", ".join(problems) or "passed"
+
+    @property
+    def coverage(self) -> float:
+        """Share of the required numbers the draft has (1.0 when none are required)."""
+        total = self.found_required + len(self.missing)
+        return self.found_required / total if total else 1.0
 
 
 class StoryRound(BaseModel):
     story: str
     check: StoryCheck
+    strategy: str = Field(default="fresh", description="how this draft was asked for: fresh, patch or edit")
 
 
 class BackTranslation(BaseModel):
@@ -170,7 +234,12 @@ def _parameter_lines(p: Parameter, labels: dict[str, str]) -> list[str]:
     return lines
 
 
-_DOMAIN_WORDS = {"continuous": "may be fractional", "integer": "whole numbers", "binary": "yes or no"}
+_INTEGRALITY_RULE = {"continuous": "fractional amounts are allowed", "integer": "whole numbers only"}
+_DOMAIN_WORDS = {
+    "continuous": "fractional amounts allowed",
+    "integer": "whole numbers only",
+    "binary": "yes or no",
+}
 
 
 def instance_facts(instance: SynthInstance) -> StoryFacts:
@@ -192,6 +261,12 @@ def instance_facts(instance: SynthInstance) -> StoryFacts:
         extra = f", {', '.join(bounds)}" if bounds else ""
         lines.append(f"Decide: {v.description or v.name} ({_DOMAIN_WORDS[v.domain]}{extra}).")
     rules = [c.description for c in f.constraints if c.description]
+    # Stated as rules too: a small model drops parenthesised notes but keeps rules.
+    rules += [
+        f"{v.description or v.name}: {_INTEGRALITY_RULE[v.domain]}"
+        for v in f.variables
+        if v.domain != "binary"
+    ]
     if rules:
         lines.append("Rules:")
         lines.extend(f"- {rule}" for rule in dict.fromkeys(rules))
@@ -203,6 +278,8 @@ def instance_facts(instance: SynthInstance) -> StoryFacts:
         required=required_numbers(f),
         allowed=allowed_numbers(f),
         goal=goal,
+        whole=[v.description or v.name for v in f.variables if v.domain == "integer"],
+        fractional=[v.description or v.name for v in f.variables if v.domain == "continuous"],
     )
 
 
@@ -255,18 +332,47 @@ def allowed_numbers(f: Formulation) -> list[float]:
 
 
 # --- checking ------------------------------------------------------------------------------------
+_WHOLE = re.compile(
+    r"\b(?:whole|integers?|integral|indivisible|complete (?:units|batches|items)|cannot be split"
+    r"|can't be split)\b",
+    re.IGNORECASE,
+)
+_FRACTIONAL = re.compile(
+    r"\b(?:fractions?|fractional|partial|decimals?|any amount|non-?integer|divisible|can be split"
+    r"|may be split|need not be whole|not necessarily whole|do not have to be whole"
+    r"|don't have to be whole)\b",
+    re.IGNORECASE,
+)
+# A story must not carry its own model: LaTeX, "let x be", decision variables, "subject to".
+_FORMULATION = re.compile(
+    r"\\\(|\\\[|\$\$|\bdecision variables?\b|\blet\s+[a-z]\w*\s+(?:be|denote)\b|\bsubject to\b"
+    r"|\bobjective function\b|^\s*[a-z]\w*\s*=\s*\S",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def check_story(story: str, facts: StoryFacts) -> StoryCheck:
     numbers = extract_numbers(story)
     match = match_numbers(numbers, [r.value for r in facts.required], facts.allowed)
     missing = [r for r in facts.required if any(same_value(r.value, m) for m in match.missing)]
     invented = list(dict.fromkeys(_shown(n) for n in match.invented))
     asks = "?" in story
+    leak = bool(_FORMULATION.search(story))
+    # Integrality decides the optimum, and "how many units" leaves it open (a known source of
+    # label disputes in NL4OPT): the story must say it whenever the model has such decisions.
+    # "need not be whole" says fractional, not whole: those phrases are removed before looking.
+    whole = [] if not facts.whole or _WHOLE.search(_FRACTIONAL.sub(" ", story)) else facts.whole
+    fractional = [] if not facts.fractional or _FRACTIONAL.search(story) else facts.fractional
     return StoryCheck(
-        passed=match.ok and asks,
+        passed=match.ok and asks and not leak and not whole and not fractional,
         missing=missing,
         invented=invented,
         asks_question=asks,
+        formulation_leak=leak,
+        unstated_whole=whole,
+        unstated_fractional=fractional,
         found_numbers=match.found,
+        found_required=len(facts.required) - len(missing),
     )
 
 
@@ -276,8 +382,12 @@ def _shown(number: ExtractedNumber) -> str:
 
 # --- writing -------------------------------------------------------------------------------------
 _LEADING_LABEL = re.compile(r"^\s*(?:\*\*)?(?:problem|word problem|story)\s*:?\s*(?:\*\*)?\s*", re.IGNORECASE)
+# A small model often goes on to solve the problem; cut at the first heading or list item that
+# starts a solution ("1. **Define Variables:**", "Solution:", "Let x be ...").
 _TRAILING_SECTION = re.compile(
-    r"\n\s*(?:\*\*|#+\s*)?(?:solution|answer|formulation|model|let\s+\w+\s+be|variables)\b.*",
+    r"\n[ \t]*(?:\d+\.\s*|[-*]\s+)?(?:\*\*|#+\s*)?\s*(?:solution|answer|formulation|model\b|let\s+\w+\s+be"
+    r"|define\b|defining\b|set up\b|step\s+\d|decision variables|variables\b|objective function|constraints:"
+    r"|mathematical)\b.*",
     re.IGNORECASE | re.DOTALL,
 )
 
@@ -290,16 +400,117 @@ def clean_story(text: str) -> str:
     return text.strip()
 
 
-def story_prompt(facts: StoryFacts, persona: str) -> str:
+_EXAMPLE = (
+    "Example facts:\n"
+    "Setting: a small bakery.\n"
+    "Products: Bread, Cake.\n"
+    "Profit per batch ($): Bread: 30, Cake: 45.\n"
+    "Oven hours per batch: Bread: 2, Cake: 3.\n"
+    "Oven hours available per day: 12.\n"
+    "Decide: batches of each product (whole numbers only).\n"
+    "Rules:\n"
+    "- oven hours used cannot exceed the hours available\n"
+    "- batches of each product: whole numbers only\n"
+    "Goal: maximize the total profit per day ($).\n"
+    "Example problem:\n"
+    "A small bakery bakes bread and cake in batches. A batch of bread earns $30 of profit and a batch "
+    "of cake earns $45. A batch of bread needs 2 oven hours and a batch of cake needs 3, and the oven "
+    "can run 12 hours a day. Only whole batches can be baked. How many batches of each should the "
+    "bakery bake to maximize its total daily profit?\n\n"
+)
+
+
+def story_prompt(facts: StoryFacts, persona: str, feedback: str = "") -> str:
+    """The request for one draft; `feedback` (why the last draft failed) goes right before the facts.
+
+    A 1.5B model leaves out most data when asked for a free story, so the instruction is
+    mechanical: every fact line becomes a sentence, in order."""
+    note = f"{feedback}\nWrite a new draft that fixes this.\n\n" if feedback else ""
     return (
-        "Write a realistic word problem for an optimization class.\n"
-        f"Style: {persona}. Setting: {facts.domain}.\n"
-        "Use every number in the facts, written as digits (1200, $3.50 and 15% are fine). "
-        "Do not add any other "
-        "number, do not solve the problem, do not write formulas. Mention every rule. "
-        f"End with one question asking to {facts.goal}.\n\n"
+        "Rewrite the facts as a word problem for an optimization textbook. Go through the facts in "
+        "order and turn every line into one or two plain sentences, keeping every number exactly as "
+        "written (1200, $3.50 or 15% are fine) and adding no other numbers. No headings, lists, "
+        f"variables, equations or solution. Finish with one question asking to {facts.goal}.\n\n"
+        f"{_EXAMPLE}"
+        f"Style: {persona}.\n{note}"
         f"Facts:\n{facts.text}\n\nProblem:"
     )
+
+
+def patch_prompt(facts: StoryFacts, last: StoryRound) -> str:
+    """Ask only for the sentences a draft lacks: its missing fact lines, unstated integrality, and
+    the closing question if there is none."""
+    check = last.check
+    wanted = facts.lines_with(check.missing)
+    unstated = [*check.unstated_whole, *check.unstated_fractional]
+    wanted += [
+        line.strip("- ").strip() for line in facts.lines if any(line.startswith(f"- {u}:") for u in unstated)
+    ]
+    question = "" if check.asks_question else f" Then write one question asking to {facts.goal}."
+    listing = "\n".join(f"- {line}" for line in dict.fromkeys(wanted)) or "- (none)"
+    named = "; ".join(f"{m.text} ({m.meaning[0]})" for m in check.missing[:_MAX_FEEDBACK_ITEMS])
+    missing = f"It left out these numbers: {named}.\n" if named else ""
+    # The facts come first and the request last: shown a story at the end, a small model echoes it.
+    return (
+        f"Facts to add:\n{listing}\n\n"
+        f"Problem so far (it leaves those facts out):\n{last.story}\n\n{missing}"
+        "Write one or two plain sentences for each fact to add, in the same style, keeping every "
+        f"number exactly as written and adding no other numbers.{question} Do not repeat the problem "
+        "and do not solve it. Reply with the new sentences only.\n\nNew sentences:"
+    )
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+_PATCH_MARKERS = re.compile(
+    r"^\s*(?:(?:new\s+)?sentences?\s*:|[-*]\s+|\d{1,2}[.)]\s+)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def clean_patch(text: str) -> str:
+    """The new sentences as plain text (labels, list markers and any solution removed)."""
+    text = clean_story(text)
+    text = _PATCH_MARKERS.sub("", text)
+    return " ".join(text.split())
+
+
+_LAST_SENTENCE = re.compile(r"(?:^|(?<=[.!?]))\s+(?=[^.!?]*\?\s*$)")
+
+
+def _normal(sentence: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9$.%]+", " ", sentence.lower()).split())
+
+
+def splice(story: str, patch: str) -> str:
+    """`story` with `patch` inserted before its closing question (or appended when it has none).
+    A question in the patch is kept only when the story lacks one."""
+    story = story.strip()
+    # A small model often echoes the story before its new sentences: keep only what is new.
+    known = {_normal(sentence) for sentence in _SENTENCE_END.split(story)}
+    fresh = [p for p in _SENTENCE_END.split(patch) if _normal(p) not in known]
+    patch = " ".join(fresh)
+    if not patch:
+        return story
+    if not story.endswith("?"):
+        return f"{story} {patch}".strip()
+    statements = " ".join(p for p in fresh if not p.endswith("?"))
+    cut = [m.start() for m in _LAST_SENTENCE.finditer(story)]
+    if not cut:  # the story is a single question
+        return f"{statements} {story}".strip()
+    head, question = story[: cut[-1]], story[cut[-1] :].strip()
+    return f"{head} {statements} {question}".strip()
+
+
+def complete_structure(story: str, check: StoryCheck, facts: StoryFacts) -> tuple[str, StoryCheck]:
+    """Add templated sentences for unstated integrality and a missing closing question."""
+    sentences = [f"The {what} must be whole numbers." for what in check.unstated_whole]
+    sentences += [f"The {what} may be fractional." for what in check.unstated_fractional]
+    if not check.asks_question:
+        goal = re.sub(r"\s*\([^)]*\)", "", facts.goal)
+        sentences.append(f"What plan will {goal}?")
+    completed = splice(story, " ".join(sentences))
+    return completed, check_story(completed, facts)
 
 
 def pick_persona(key: str) -> str:
@@ -316,8 +527,10 @@ class StoryWriter:
         client: LLMClient,
         *,
         max_rounds: int = 3,
-        temperature: float = 0.7,
+        temperature: float = 0.5,
         max_tokens: int = 900,
+        refine: Refine = "auto",
+        complete_structure: bool = True,
     ) -> None:
         if max_rounds < 1:
             raise ValueError("max_rounds must be >= 1")
@@ -325,17 +538,48 @@ class StoryWriter:
         self.max_rounds = max_rounds
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.refine = refine
+        # Integrality and the closing question are structure, not data: when they are all a draft
+        # lacks, a templated sentence adds them instead of spending a round of a slow model.
+        self.complete_structure = complete_structure
+
+    def _strategy(self, last: StoryRound) -> Refine:
+        """How to fix the last draft. A 1.5B model asked to rewrite a draft copies it, mistakes and
+        all, and asked for a fresh one drops data again; what it does well is turn a few fact lines
+        into sentences. So (auto) a draft with only omissions is patched: the model writes the
+        missing sentences and they go in before the closing question. A draft with invented numbers
+        or a leaked model cannot be patched and is redone with the feedback."""
+        if self.refine != "auto":
+            return self.refine
+        return "fresh" if last.check.formulation_leak or last.check.invented else "patch"
+
+    def _messages(
+        self, facts: StoryFacts, persona: str, strategy: Refine, last: StoryRound | None
+    ) -> list[ChatMessage]:
+        system = ChatMessage(role="system", content=SYSTEM_PROMPT)
+        if last is None:
+            return [system, ChatMessage(role="user", content=story_prompt(facts, persona))]
+        feedback = last.check.feedback(facts)
+        if strategy == "patch":
+            return [system, ChatMessage(role="user", content=patch_prompt(facts, last))]
+        if strategy == "edit":
+            return [
+                system,
+                ChatMessage(role="user", content=story_prompt(facts, persona)),
+                ChatMessage(role="assistant", content=last.story),
+                ChatMessage(
+                    role="user",
+                    content=f"{feedback}\nRewrite the whole problem: keep what is right, add what is "
+                    "missing, plain sentences only.\n\nProblem:",
+                ),
+            ]
+        return [system, ChatMessage(role="user", content=story_prompt(facts, persona, feedback))]
 
     def write(self, instance: SynthInstance) -> BackTranslation:
         """Write and refine a story. LLMUnavailableError propagates (the endpoint is down); a
         request the endpoint refuses (e.g. too long) ends this item with `error` set."""
         facts = instance_facts(instance)
         persona = pick_persona(instance.key)
-        prompt = [
-            ChatMessage(role="system", content=SYSTEM_PROMPT),
-            ChatMessage(role="user", content=story_prompt(facts, persona)),
-        ]
-        messages = list(prompt)
         history: list[StoryRound] = []
         seed = int(hashlib.sha256(instance.key.encode()).hexdigest()[:8], 16)
         result = BackTranslation(
@@ -347,6 +591,9 @@ class StoryWriter:
             model=self.client.config.model,
         )
         for round_number in range(self.max_rounds):
+            last = history[-1] if history else None
+            strategy: Refine = self._strategy(last) if last is not None else "fresh"
+            messages = self._messages(facts, persona, strategy, last)
             try:
                 reply = self.client.chat(
                     messages,
@@ -359,18 +606,18 @@ class StoryWriter:
                 result.error = f"{type(error).__name__}: {error}"
                 break
             result.llm_calls += 1
-            story = clean_story(reply.text)
+            if strategy == "patch" and last is not None:
+                story = splice(last.story, clean_patch(reply.text))
+            else:
+                story = clean_story(reply.text)
             check = check_story(story, facts)
-            history.append(StoryRound(story=story, check=check))
+            if self.complete_structure and check.only_structure:
+                story, check = complete_structure(story, check, facts)
+                strategy = f"{strategy}+completed"
+            history.append(StoryRound(story=story, check=check, strategy=strategy))
             result.rounds = round_number + 1
             if check.passed:
                 result.story, result.passed = story, True
                 break
-            # Only the latest attempt is shown back: earlier ones would crowd a 4k context.
-            messages = [
-                *prompt,
-                ChatMessage(role="assistant", content=story),
-                ChatMessage(role="user", content=check.feedback(facts.goal)),
-            ]
         result.history = history
         return result

@@ -7,7 +7,8 @@ appear that the data does not explain? Both go through `match_numbers`.
 Conventions, each chosen to keep false alarms down without letting invented data through:
 * A minus sign counts only when it stands apart ("-5", "(-5"); in "3-5" it is a range.
 * Digits glued to a preceding letter ("A1", "Q3", "CO2") are labels, not numbers.
-* Ordinals ("3rd") are positions, never data and never "invented".
+* Ordinals ("3rd") and list item numbers ("1. ..." at the start of a line) are positions, never
+  data and never "invented".
 * "15%" / "15 percent" matches both 15 and 0.15; a plain "15" matches only 15.
 * Number words cover zero..ninety-nine, optionally times hundred/thousand/million.
 """
@@ -94,6 +95,17 @@ class ExtractedNumber(BaseModel):
         return (self.value, self.value / 100.0) if self.percent else (self.value,)
 
 
+def _is_enumerator(text: str, start: int, end: int) -> bool:
+    """A list item's number: "1. Portland ships 220" or "  2) ..." at the start of a line."""
+    line_start = text.rfind("\n", 0, start) + 1
+    return (
+        not text[line_start:start].strip()
+        and end - start <= 2
+        and text[end : end + 1] in (".", ")")
+        and text[end + 1 : end + 2] in (" ", "\t")
+    )
+
+
 def _digit_numbers(text: str) -> list[ExtractedNumber]:
     found = []
     for match in _DIGITS.finditer(text):
@@ -103,7 +115,8 @@ def _digit_numbers(text: str) -> list[ExtractedNumber]:
         scale = (match.group("scale") or "").strip().lower()
         if scale:
             value *= _SCALES[scale]
-        kind: Literal["digits", "ordinal"] = "ordinal" if match.group("ordinal") else "digits"
+        enumerator = _is_enumerator(text, match.start(), match.end()) and not match.group("sign")
+        kind: Literal["digits", "ordinal"] = "ordinal" if match.group("ordinal") or enumerator else "digits"
         found.append(
             ExtractedNumber(
                 value=value,

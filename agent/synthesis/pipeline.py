@@ -244,11 +244,7 @@ def run_item(
     result.story = writer.write(result.instance)
     if not result.story.passed or result.story.story is None:
         last = result.story.history[-1].check if result.story.history else None
-        detail = result.story.error or (
-            f"missing {[m.text for m in last.missing][:8]}, invented {last.invented[:8]}"
-            if last
-            else "no story"
-        )
+        detail = result.story.error or (last.summary() if last else "no story")
         result.outcome, result.reason = (
             "untranslated",
             f"no passing story in {result.story.rounds} round(s): {detail}",
