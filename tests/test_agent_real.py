@@ -19,7 +19,7 @@ from agent.voting import near_equal
 from trace_graph.llm.client import LLMClient
 from trace_graph.llm.config import LLMConfig
 
-pytestmark = pytest.mark.local_llm
+pytestmark = [pytest.mark.local_llm, pytest.mark.timeout(2400)]  # minutes per problem on CPU
 
 try:
     from agent.local_llm import endpoint, registry, server

@@ -16,7 +16,7 @@ from agent.local_llm import endpoint, registry, server
 from agent.local_llm.server import LocalServer
 from trace_graph.llm.config import LLMConfig
 
-pytestmark = pytest.mark.local_llm
+pytestmark = [pytest.mark.local_llm, pytest.mark.timeout(1200)]
 
 MODEL = registry.get_model()
 

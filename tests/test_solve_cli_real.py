@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.local_llm
+pytestmark = [pytest.mark.local_llm, pytest.mark.timeout(1200)]
 
 from agent.local_llm import registry, server  # noqa: E402
 
