@@ -168,12 +168,13 @@ def reachable_bands(name: str) -> tuple[Band, ...]:
 
 def plan_items(config: SynthConfig) -> list[ItemPlan]:
     """n items per family, seeds seed..seed+n-1. With difficulty 'all' the band cycles by seed
-    through the bands the family can reach (set cover, say, has no hard level)."""
+    through the bands the family can reach (set cover, say, has no hard level). Seed-major order,
+    so a run stopped early still covers every family and band evenly."""
     plans = []
-    for name in config.families:
-        family = get_family(name)
-        bands = reachable_bands(name) if config.difficulty == "all" else ()
-        for seed in range(config.seed, config.seed + config.n):
+    for seed in range(config.seed, config.seed + config.n):
+        for name in config.families:
+            family = get_family(name)
+            bands = reachable_bands(name) if config.difficulty == "all" else ()
             band: Band = bands[seed % len(bands)] if bands else config.difficulty  # type: ignore[assignment]
             plans.append(ItemPlan(family=name, seed=seed, band=band, variant=_variant(family, seed, config)))
     return plans
