@@ -32,7 +32,7 @@ from agent.evaluation import (
     summarize,
     write_report,
 )
-from agent.modeler import AgentOptions
+from agent.modeler import AgentOptions, ModelingAgent
 from trace_graph.llm import ChatRequest, LLMClient, ScriptedLLMServer, ScriptedReply
 
 
@@ -509,3 +509,51 @@ def test_throughput_benchmark_labels_are_exact_and_its_pipeline_scores_them_all(
     assert [r.workers for r in report.results] == [1, 2, 4, 8]
     assert all(r.accuracy == 1.0 and r.executed == 1.0 and r.llm_calls == 6 for r in report.results)
     assert report.speedup_8 is not None and report.speedup_8 > 0
+
+
+# --- trained parameters against the defaults ------------------------------------------------------
+def test_report_keeps_trained_runs_apart_and_compares_them_with_the_defaults(
+    scripted_llm: ScriptedLLMServer, client: LLMClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = load_dataset("nl4opt", limit=3)
+    first, second, third = dataset.problems
+    labels = {p.id: p.label.objective for p in dataset.problems}
+    assert all(value is not None and value >= 0 for value in labels.values())
+    marker = "TRAINED-MARKER: read every number twice."
+    trained = ModelingAgent(client)
+    trained.system_prompt.value = f"{trained.system_prompt.value}\n{marker}"
+    params_file = tmp_path / "trained.json"
+    trained.save(params_file)
+
+    def respond(request: ChatRequest) -> str:
+        # Defaults: only the first problem right. Trained: the second one too, the third never.
+        problem = problem_of(request, dataset)
+        right = problem.id == first.id or (problem.id == second.id and marker in request.prompt_text)
+        return formulation_reaching(labels[problem.id] if right else labels[problem.id] + 7)
+
+    scripted_llm.responder = respond
+    cli_env(monkeypatch, tmp_path, scripted_llm)
+    runner = CliRunner()
+    common = ["eval", "--dataset", "nl4opt", "--limit", "3", "--max-repairs", "0", "--no-cache"]
+    for name, extra in (("before", []), ("after", ["--params", str(params_file)])):
+        result = runner.invoke(app, [*common, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    runs = [str(tmp_path / "before"), str(tmp_path / "after")]
+    result = runner.invoke(app, ["eval", "report", *runs, "--out", str(tmp_path / "both")])
+    assert result.exit_code == 0, result.output
+
+    summary = summarize([load_run(tmp_path / "before"), load_run(tmp_path / "after")])
+    accuracy = {group.params: group.accuracy["rel_1e-6"] for group in summary.groups}
+    trained_label = next(label for label in accuracy if label != "default")
+    assert trained_label.startswith("trained@")
+    assert accuracy == {"default": pytest.approx(1 / 3), trained_label: pytest.approx(2 / 3)}
+    (change,) = summary.params_changes
+    assert (change.items, change.fixed, change.broken, change.mode) == (3, 1, 0, "agent")
+    assert change.change["rel_1e-6"] == pytest.approx(1 / 3)
+    wrong = {(w.problem_id, w.params) for w in summary.wrong}
+    assert wrong == {(second.id, "default"), (third.id, "default"), (third.id, trained_label)}
+    report = (tmp_path / "both" / "report.md").read_text()
+    assert "## Trained parameters vs default" in report and "33.3 → 66.7 (+33.3)" in report
+    assert f"| nl4opt | scripted-model | {trained_label} | agent |" in report
+    rows = list(csv.DictReader((tmp_path / "both" / "results.csv").open()))
+    assert sorted(row["params"] for row in rows) == ["default"] * 3 + [trained_label] * 3

@@ -148,12 +148,17 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         "calls",
         "s/item",
     ]
+    several_params = len({group.params for group in summary.groups}) > 1
+    if several_params:
+        headers.insert(2, "params")
     for column in headers:
-        table.add_column(column, justify="left" if column in ("set", "mode") else "right", no_wrap=True)
+        justify = "left" if column in ("set", "mode", "params") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)
     for group in summary.groups:
         table.add_row(
             escape(group.subset),
             group.mode,
+            *([escape(group.params)] if several_params else []),
             str(group.items),
             *["-" if group.accuracy[r] is None else f"{100 * group.accuracy[r]:.1f}" for r in rules],
             f"{100 * group.execution_rate:.1f}",
@@ -166,6 +171,14 @@ def print_summary(summary: RunSummary, console: Console) -> None:
             f"agent lift on {escape(lift.subset)} ({lift.items} items, {HEADLINE_RULE}): "
             f"{100 * lift.oneshot[HEADLINE_RULE]:.1f} -> {100 * lift.agent[HEADLINE_RULE]:.1f} "
             f"({100 * lift.lift[HEADLINE_RULE]:+.1f} pp; fixed {lift.fixed}, broken {lift.broken})"
+            + (f" [{escape(lift.params)}]" if several_params else "")
+        )
+    for change in summary.params_changes:
+        console.print(
+            f"{escape(change.params)} vs default on {escape(change.subset)} / {change.mode} "
+            f"({change.items} items, {HEADLINE_RULE}): {100 * change.before[HEADLINE_RULE]:.1f} -> "
+            f"{100 * change.after[HEADLINE_RULE]:.1f} ({100 * change.change[HEADLINE_RULE]:+.1f} pp; "
+            f"fixed {change.fixed}, broken {change.broken})"
         )
 
 

@@ -23,6 +23,7 @@ from agent.evaluation.records import (
     DatasetRef,
     EvalRecord,
     ModelRef,
+    ParamsRef,
     RecordLog,
     RunDirError,
     RunManifest,
@@ -35,6 +36,9 @@ CSV_NAME = "results.csv"
 CHART_NAME = "accuracy.png"
 SUMMARY_NAME = "summary.json"
 _MODE_ORDER = {"oneshot": 0, "agent": 1}
+DEFAULT_PARAMS = "default"
+# (model, params label, dataset, subset, mode): what one table row aggregates.
+GroupKey = tuple[str, str, str, str, str]
 
 
 class LoadedRun(BaseModel):
@@ -44,9 +48,10 @@ class LoadedRun(BaseModel):
 
 
 class GroupSummary(BaseModel):
-    """One row of the table: one model on one (sub)set in one mode."""
+    """One row of the table: one model with one parameter set on one (sub)set in one mode."""
 
     model: str
+    params: str = Field(default=DEFAULT_PARAMS, description="'default' or the trained parameters' file@sha")
     dataset: DatasetRef
     subset: str
     mode: AgentMode
@@ -71,6 +76,7 @@ class Lift(BaseModel):
     """Agent versus one-shot on the same labelled items of the same set and model."""
 
     model: str
+    params: str = DEFAULT_PARAMS
     subset: str
     items: int
     oneshot: dict[str, float]
@@ -80,8 +86,24 @@ class Lift(BaseModel):
     broken: int = Field(description="right one-shot, wrong with the agent (headline rule)")
 
 
+class ParamsChange(BaseModel):
+    """Trained parameters versus the defaults on the same labelled items, set, model and mode."""
+
+    model: str
+    subset: str
+    mode: AgentMode
+    params: str
+    items: int
+    before: dict[str, float]
+    after: dict[str, float]
+    change: dict[str, float] = Field(description="after - before accuracy, per rule")
+    fixed: int = Field(description="wrong with the defaults, right when trained (headline rule)")
+    broken: int = Field(description="right with the defaults, wrong when trained (headline rule)")
+
+
 class WrongItem(BaseModel):
     model: str
+    params: str = DEFAULT_PARAMS
     subset: str
     problem_id: str
     mode: AgentMode
@@ -99,6 +121,7 @@ class RunSummary(BaseModel):
     rules: list[ScoringRule]
     groups: list[GroupSummary]
     lifts: list[Lift]
+    params_changes: list[ParamsChange] = Field(default_factory=list)
     wrong: list[WrongItem]
     missing: int = Field(description="items the last session planned that have no record (stopped runs)")
     stopped: list[str] = Field(default_factory=list)
@@ -117,13 +140,21 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def summarize_group(model: str, dataset: DatasetRef, records: list[EvalRecord]) -> GroupSummary:
+def params_label(params: ParamsRef | None) -> str:
+    """How a run's parameters are named in tables: the defaults, or file stem @ sha256 prefix."""
+    return DEFAULT_PARAMS if params is None else f"{Path(params.path).stem}@{params.sha256[:8]}"
+
+
+def summarize_group(
+    model: str, dataset: DatasetRef, records: list[EvalRecord], params: str = DEFAULT_PARAMS
+) -> GroupSummary:
     first = records[0]
     scored = [r for r in records if r.scored]
     infeasible = [r for r in scored if r.label_status == "infeasible"]
     correct = {rule: sum(r.correct_under(rule) for r in scored) for rule in rule_names()}
     return GroupSummary(
         model=model,
+        params=params,
         dataset=dataset,
         subset=first.subset,
         mode=first.mode,
@@ -145,40 +176,81 @@ def summarize_group(model: str, dataset: DatasetRef, records: list[EvalRecord]) 
     )
 
 
-def _lift(model: str, subset: str, records: list[EvalRecord]) -> Lift | None:
-    by_mode: dict[str, dict[str, EvalRecord]] = defaultdict(dict)
-    for record in records:
-        if record.scored:
-            by_mode[record.mode][record.problem_id] = record
-    shared = sorted(set(by_mode["oneshot"]) & set(by_mode["agent"]))
+class _Paired(BaseModel):
+    """Two record sets compared on the labelled items they share."""
+
+    items: int
+    before: dict[str, float]
+    after: dict[str, float]
+    fixed: int
+    broken: int
+
+
+def _paired(before: list[EvalRecord], after: list[EvalRecord]) -> _Paired | None:
+    old = {r.problem_id: r for r in before if r.scored}
+    new = {r.problem_id: r for r in after if r.scored}
+    shared = sorted(set(old) & set(new))
     if not shared:
         return None
     rules = rule_names()
-    oneshot = {
-        rule: sum(by_mode["oneshot"][i].correct_under(rule) for i in shared) / len(shared) for rule in rules
-    }
-    agent = {
-        rule: sum(by_mode["agent"][i].correct_under(rule) for i in shared) / len(shared) for rule in rules
-    }
-    before = {i: by_mode["oneshot"][i].correct_under() for i in shared}
-    after = {i: by_mode["agent"][i].correct_under() for i in shared}
-    return Lift(
-        model=model,
-        subset=subset,
+    return _Paired(
         items=len(shared),
-        oneshot=oneshot,
-        agent=agent,
-        lift={rule: agent[rule] - oneshot[rule] for rule in rules},
-        fixed=sum(after[i] and not before[i] for i in shared),
-        broken=sum(before[i] and not after[i] for i in shared),
+        before={rule: sum(old[i].correct_under(rule) for i in shared) / len(shared) for rule in rules},
+        after={rule: sum(new[i].correct_under(rule) for i in shared) / len(shared) for rule in rules},
+        fixed=sum(new[i].correct_under() and not old[i].correct_under() for i in shared),
+        broken=sum(old[i].correct_under() and not new[i].correct_under() for i in shared),
     )
 
 
-def _wrong_item(model: str, record: EvalRecord) -> WrongItem:
+def _lift(model: str, params: str, subset: str, records: list[EvalRecord]) -> Lift | None:
+    pair = _paired([r for r in records if r.mode == "oneshot"], [r for r in records if r.mode == "agent"])
+    if pair is None:
+        return None
+    return Lift(
+        model=model,
+        params=params,
+        subset=subset,
+        items=pair.items,
+        oneshot=pair.before,
+        agent=pair.after,
+        lift={rule: pair.after[rule] - pair.before[rule] for rule in pair.before},
+        fixed=pair.fixed,
+        broken=pair.broken,
+    )
+
+
+def _params_changes(groups: dict[GroupKey, list[EvalRecord]]) -> list[ParamsChange]:
+    changes = []
+    for (model, params, dataset, subset, mode), records in groups.items():
+        baseline = groups.get((model, DEFAULT_PARAMS, dataset, subset, mode))
+        if params == DEFAULT_PARAMS or baseline is None:
+            continue
+        pair = _paired(baseline, records)
+        if pair is None:
+            continue
+        changes.append(
+            ParamsChange(
+                model=model,
+                subset=subset,
+                mode=mode,  # type: ignore[arg-type]
+                params=params,
+                items=pair.items,
+                before=pair.before,
+                after=pair.after,
+                change={rule: pair.after[rule] - pair.before[rule] for rule in pair.before},
+                fixed=pair.fixed,
+                broken=pair.broken,
+            )
+        )
+    return sorted(changes, key=lambda c: (c.model, c.subset, _MODE_ORDER.get(c.mode, 9), c.params))
+
+
+def _wrong_item(model: str, params: str, record: EvalRecord) -> WrongItem:
     label = "infeasible" if record.label_status == "infeasible" else _number(record.label_objective)
     predicted = _number(record.predicted_objective) if record.predicted_objective is not None else "-"
     return WrongItem(
         model=model,
+        params=params,
         subset=record.subset,
         problem_id=record.problem_id,
         mode=record.mode,
@@ -190,30 +262,35 @@ def _wrong_item(model: str, record: EvalRecord) -> WrongItem:
 
 
 def summarize(runs: Sequence[LoadedRun]) -> RunSummary:
-    groups: dict[tuple[str, str, str, str], list[EvalRecord]] = defaultdict(list)
+    # Runs with other parameters stay apart: merging a trained run into the default one would
+    # average away exactly the difference a reader is looking for.
+    groups: dict[GroupKey, list[EvalRecord]] = defaultdict(list)
     datasets: dict[tuple[str, str], DatasetRef] = {}
     for run in runs:
         model = run.manifest.model.name
+        params = params_label(run.manifest.params)
         for record in run.records:
-            groups[(model, run.manifest.dataset.name, record.subset, record.mode)].append(record)
+            groups[(model, params, run.manifest.dataset.name, record.subset, record.mode)].append(record)
         datasets[(model, run.manifest.dataset.name)] = run.manifest.dataset
 
-    def order(key: tuple[str, str, str, str]) -> tuple[str, str, str, int]:
-        return (key[0], key[1], key[2], _MODE_ORDER.get(key[3], 9))
+    def order(key: GroupKey) -> tuple[str, str, str, int, bool, str]:
+        model, params, _, subset, mode = key
+        return (model, key[2], subset, _MODE_ORDER.get(mode, 9), params != DEFAULT_PARAMS, params)
 
     summaries = [
-        summarize_group(key[0], datasets[(key[0], key[1])], groups[key]) for key in sorted(groups, key=order)
+        summarize_group(key[0], datasets[(key[0], key[2])], groups[key], key[1])
+        for key in sorted(groups, key=order)
     ]
     lifts: list[Lift] = []
-    by_subset: dict[tuple[str, str], list[EvalRecord]] = defaultdict(list)
-    for (model, _, subset, _), records in groups.items():
-        by_subset[(model, subset)].extend(records)
-    for (model, subset), records in sorted(by_subset.items()):
-        lift = _lift(model, subset, records)
+    by_subset: dict[tuple[str, str, str], list[EvalRecord]] = defaultdict(list)
+    for (model, params, _, subset, _), records in groups.items():
+        by_subset[(model, params, subset)].extend(records)
+    for (model, params, subset), records in sorted(by_subset.items()):
+        lift = _lift(model, params, subset, records)
         if lift is not None:
             lifts.append(lift)
     wrong = [
-        _wrong_item(key[0], record)
+        _wrong_item(key[0], key[1], record)
         for key in sorted(groups, key=order)
         for record in sorted(groups[key], key=lambda r: _natural(r.problem_id))
         if record.scored and not record.correct_under()
@@ -238,6 +315,7 @@ def summarize(runs: Sequence[LoadedRun]) -> RunSummary:
         rules=scoring_rules(),
         groups=summaries,
         lifts=lifts,
+        params_changes=_params_changes(groups),
         wrong=wrong,
         missing=missing,
         stopped=stopped,
@@ -267,6 +345,12 @@ def _cell(text: str) -> str:
 
 def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
     rules = [rule.name for rule in summary.rules]
+    # A params column only where runs with different parameters are compared.
+    several = len({group.params for group in summary.groups}) > 1
+
+    def params_cell(params: str) -> list[str]:
+        return [params] if several else []
+
     lines = ["# OptiTrace evaluation", ""]
     for run in runs:
         manifest = run.manifest
@@ -304,7 +388,8 @@ def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
         lines += [f"  - stopped: {_cell(reason)}" for reason in summary.stopped]
     lines += ["", "## Results (accuracy %, pass@1)", ""]
     header = [
-        *["set", "model", "mode", "n", "labelled", "infeasible-labelled (right)"],
+        *["set", "model", *(["params"] if several else []), "mode", "n", "labelled"],
+        "infeasible-labelled (right)",
         *rules,
         *["exec %", "errors", "LLM calls/item", "tokens/item", "s/item"],
     ]
@@ -315,6 +400,7 @@ def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
                 [
                     g.subset,
                     g.model,
+                    *params_cell(g.params),
                     g.mode,
                     str(g.items),
                     str(g.labelled),
@@ -333,6 +419,7 @@ def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
         header = [
             "set",
             "model",
+            *(["params"] if several else []),
             "items",
             *[f"{rule} (oneshot → agent)" for rule in rules],
             "fixed",
@@ -346,14 +433,45 @@ def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
                 for rule in rules
             ]
             lines.append(
-                _row([lift.subset, lift.model, str(lift.items), *cells, str(lift.fixed), str(lift.broken)])
+                _row(
+                    [
+                        *[lift.subset, lift.model, *params_cell(lift.params), str(lift.items)],
+                        *[*cells, str(lift.fixed), str(lift.broken)],
+                    ]
+                )
+            )
+    if summary.params_changes:
+        lines += ["", "## Trained parameters vs default (same model, mode and items)", ""]
+        header = [
+            *["set", "model", "mode", "params", "items"],
+            *[f"{rule} (default → trained)" for rule in rules],
+            *["fixed", "broken"],
+        ]
+        lines += [_row(header), _row(["---"] * len(header))]
+        for change in summary.params_changes:
+            cells = [
+                f"{_percent(change.before[rule])} → {_percent(change.after[rule])} "
+                f"({100 * change.change[rule]:+.1f})"
+                for rule in rules
+            ]
+            lines.append(
+                _row(
+                    [
+                        *[change.subset, change.model, change.mode, change.params, str(change.items)],
+                        *[*cells, str(change.fixed), str(change.broken)],
+                    ]
+                )
             )
     lines += ["", "## Scoring rules", "", _row(["rule", "check", "used by"]), _row(["---"] * 3)]
     lines += [_row([rule.name, rule.description, rule.used_by]) for rule in summary.rules]
     lines += ["", f"## Wrong items under {summary.headline_rule} ({len(summary.wrong)})", ""]
     if summary.wrong:
-        lines += [_row(["id", "mode", "label", "predicted", "status", "note"]), _row(["---"] * 6)]
-        lines += [_row([w.problem_id, w.mode, w.label, w.predicted, w.status, w.note]) for w in summary.wrong]
+        header = ["id", "mode", *(["params"] if several else []), "label", "predicted", "status", "note"]
+        lines += [_row(header), _row(["---"] * len(header))]
+        lines += [
+            _row([w.problem_id, w.mode, *params_cell(w.params), w.label, w.predicted, w.status, w.note])
+            for w in summary.wrong
+        ]
     else:
         lines.append("None.")
     return "\n".join(lines) + "\n"
@@ -386,6 +504,7 @@ CSV_FIELDS = [
     "seconds",
     "error",
     "model",
+    "params",
 ]
 
 
@@ -401,6 +520,7 @@ def write_results_csv(runs: Sequence[LoadedRun], path: Path) -> None:
             ):
                 values = record.model_dump(mode="json")
                 values["model"] = run.manifest.model.name
+                values["params"] = params_label(run.manifest.params)
                 row = [_csv_value(values.get(field)) for field in CSV_FIELDS]
                 verdicts = [str(record.correct[rule]).lower() if record.scored else "" for rule in rules]
                 writer.writerow([*row, *verdicts])
@@ -430,6 +550,8 @@ def plot_accuracy(summary: RunSummary, path: Path) -> None:
         heights = [100 * (group.accuracy[rule] or 0.0) for rule in rules] + [100 * group.execution_rate]
         positions = [c + (index - (len(groups) - 1) / 2) * width for c in range(len(clusters))]
         label = f"{group.subset} / {group.mode}" + (f" ({group.model})" if len(summary.models) > 1 else "")
+        if len({g.params for g in groups}) > 1:
+            label += f" [{group.params}]"
         bars = axes.bar(positions, heights, width, label=label)
         axes.bar_label(bars, labels=[f"{h:.0f}" for h in heights], fontsize=7, padding=1)
     axes.set_xticks(range(len(clusters)), clusters)
