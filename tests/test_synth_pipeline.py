@@ -377,6 +377,38 @@ def test_cli_synth_prints_a_json_summary_and_writes_eval_ready_files(
     bad = CliRunner().invoke(app, ["synth", "--families", "nope", "--out", str(out)])
     assert bad.exit_code == 1 and "unknown family" in bad.output
 
+    report = CliRunner().invoke(app, ["synth", "--report-only", "--out", str(out), "--json"])
+    assert report.exit_code == 0, report.output
+    whole = json.loads(report.stdout)
+    assert whole["items"] == 4 and whole["outcomes"] == {"accepted": 2, "rejected": 2}
+    assert whole["by_family"] == {"diet_blend": {"rejected": 2}, "knapsack": {"accepted": 2}}
+    assert whole["by_band"] == {"easy": {"accepted": 2, "rejected": 2}} and whole["acceptance_rate"] == 0.5
+    markdown = (tmp_path / "synth.report.md").read_text()
+    assert "| knapsack | 2 | 0 | 2 |" in markdown and "| **all** | 2 | 2 | 4 |" in markdown
+    missing = CliRunner().invoke(app, ["synth", "--report-only", "--out", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_the_report_counts_an_item_once_with_its_last_outcome(tmp_path: Path) -> None:
+    from agent.synthesis.report import LedgerError, build_report
+
+    ledger = tmp_path / "d.ledger.jsonl"
+    rows_written = [
+        {"id": "knapsack-easy-0", "family": "knapsack", "band": "easy", "outcome": "error", "seconds": 3},
+        {"id": "knapsack-medium-1", "family": "knapsack", "band": "medium", "outcome": "untranslated"},
+        {"id": "knapsack-easy-0", "family": "knapsack", "band": "easy", "outcome": "accepted", "seconds": 40,
+         "closest_test_match": {"dataset": "nl4opt", "id": "nl4opt/3", "similarity": 0.2}},
+    ]  # fmt: skip
+    ledger.write_text("".join(json.dumps(row) + "\n" for row in rows_written))
+    report = build_report(ledger)
+    assert report.items == 2 and report.outcomes == {"accepted": 1, "untranslated": 1}
+    assert report.by_band == {"easy": {"accepted": 1}, "medium": {"untranslated": 1}}
+    assert report.acceptance_rate == 1.0 and report.seconds == 40
+    assert report.closest_accepted is not None and report.closest_accepted.id == "nl4opt/3"
+    ledger.write_text(ledger.read_text() + '{"id": 5}\n')
+    with pytest.raises(LedgerError, match=":4 is not a ledger row"):
+        build_report(ledger)
+
 
 def test_a_crashing_step_ends_that_item_only(
     scripted_llm: ScriptedLLMServer, client: LLMClient, tmp_path: Path

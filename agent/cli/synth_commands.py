@@ -27,6 +27,7 @@ from agent.synthesis.backtranslate import StoryWriter
 from agent.synthesis.dedup import DedupIndex
 from agent.synthesis.families import parse_families
 from agent.synthesis.pipeline import AgentFormulator, ItemResult, SynthConfig, SynthSummary, run_pipeline
+from agent.synthesis.report import LedgerError, build_report, render_markdown
 from trace_graph.llm.client import LLMClient, LLMError
 
 out = Console()
@@ -56,8 +57,16 @@ def synth(
     time_limit: float = typer.Option(30.0, help="Seconds per HiGHS solve; a time-limit hit is dropped."),
     dedup: bool = typer.Option(True, help="Check every story against the test sets in datasets/."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    report_only: bool = typer.Option(
+        False,
+        "--report-only",
+        help="No synthesis: summarize everything in --out's ledger (all runs) and write <out>.report.md.",
+    ),
 ) -> None:
     """Synthesize labelled optimization word problems with known optima."""
+    if report_only:
+        _report(out_file, json_output)
+        return
     try:
         chosen = [f.name for f in parse_families(families)]
         config = SynthConfig(
@@ -97,6 +106,22 @@ def synth(
         _print_summary(summary)
     if summary.stopped:
         raise typer.Exit(code=1 if summary.stopped != "interrupted" else 130)
+
+
+def _report(out_file: Path, json_output: bool) -> None:
+    ledger = out_file.with_name(f"{out_file.stem}.ledger.jsonl")
+    try:
+        report = build_report(ledger)
+    except LedgerError as error:
+        raise _fail(str(error)) from None
+    markdown = render_markdown(report)
+    report_path = out_file.with_name(f"{out_file.stem}.report.md")
+    report_path.write_text(f"# Synthesis report: {out_file.name}\n\n{markdown}", encoding="utf-8")
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        typer.echo(markdown)
+        err.print(f"written: {report_path}")
 
 
 def _run(
