@@ -40,8 +40,8 @@ from agent.local_llm.registry import (
 
 HOST = "127.0.0.1"
 THREADS_ENV = "OPTITRACE_LLM_THREADS"
-# KV states of recent prompts kept in RAM (each is ~28 KB per token for the 1.5B model).
-PROMPT_CACHE_BYTES = 1 << 30
+# KV states of recent prompts kept in RAM (each is ~28 KB per token for the 1.5B model: ~10 prompts).
+PROMPT_CACHE_BYTES = 1 << 28
 # Modules `python -m llama_cpp.server` needs; find_spec checks them without loading llama.cpp.
 RUNTIME_MODULES = (
     "llama_cpp",
