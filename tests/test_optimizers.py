@@ -183,6 +183,30 @@ def test_messy_replies_are_understood(
     assert "weight" in json.dumps(schema)
 
 
+def test_the_schema_sent_is_closed_so_a_constrained_model_cannot_invent_names(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    # A 1.5B model under an open schema wrote a second key holding a code fence and named a
+    # parameter "objective"; a closed schema makes both impossible for a grammar-constrained server.
+    weight = node(3, name="weight", trainable=True)
+    offset = node(1, name="offset", trainable=True)
+    add(weight, offset).backward("should be 8")
+    scripted_llm.add('{"reasoning": "raise both", "suggestion": {"weight": 5, "offset": 3}}')
+    assert OptoPrime([weight, offset], scripted_llm_client).step().ok
+    single = node(3, name="single", trainable=True)
+    add(single, 1).backward("should be 8")
+    scripted_llm.add('{"reasoning": "raise it", "suggestion": {"single": 7}}')
+    assert OptoPrime([single], scripted_llm_client).step().ok and single.value == 7
+    both, one = (r.response_format["json_schema"]["schema"] for r in scripted_llm.requests)  # type: ignore[index]
+    for schema in (both, one):
+        assert schema["additionalProperties"] is False and schema["required"] == ["reasoning", "suggestion"]
+        assert schema["$defs"]["Suggestion"]["additionalProperties"] is False
+    assert "required" not in both["$defs"]["Suggestion"]  # several: each may be kept
+    field = one["$defs"]["Suggestion"]["properties"]["single"]
+    assert one["$defs"]["Suggestion"]["required"] == ["single"] and field["type"] == "integer"
+    assert "anyOf" not in field and "omit" not in field["description"]
+
+
 def test_code_in_triple_quotes_and_echoed_marks_are_repaired(
     scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
 ) -> None:

@@ -248,6 +248,27 @@ def reply_model(parameters: dict[str, ParameterNode]) -> type[ReplyBase]:
     return model
 
 
+def reply_schema(model: type[ReplyBase]) -> dict[str, Any]:
+    """The JSON schema sent to the server: closed objects, so a grammar-constrained small model can
+    neither invent a parameter name nor smuggle text into an extra key; with one parameter its new
+    value is required (a step that must rewrite it cannot answer "keep")."""
+    schema = model.model_json_schema()
+    schema["additionalProperties"] = False
+    schema["required"] = ["reasoning", "suggestion"]
+    suggestion = schema["$defs"]["Suggestion"]
+    suggestion["additionalProperties"] = False
+    if len(model.parameter_names) == 1:
+        (name,) = model.parameter_names
+        field = suggestion["properties"][name]
+        options = [option for option in field.pop("anyOf", []) if option.get("type") != "null"]
+        if len(options) == 1:
+            field.update(options[0])
+        field.pop("default", None)
+        field["description"] = field["description"].replace("; omit to keep it", "")
+        suggestion["required"] = [name]
+    return schema
+
+
 def suggested_values(reply: ReplyBase) -> dict[str, Any]:
     """The suggestion as {label: value}: the named fields given (null means keep) and unknown names."""
     suggestion: BaseModel = reply.suggestion  # type: ignore[attr-defined]
@@ -464,7 +485,7 @@ class Optimizer(ABC):
         assert self.llm is not None
         options: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.reply_format == "json":
-            options["response_schema"] = model.model_json_schema()
+            options["response_schema"] = reply_schema(model)
         raw: str | None = None
         try:
             reply = self.llm.chat(messages, **options)
