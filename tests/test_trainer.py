@@ -104,6 +104,7 @@ def test_a_failed_step_changes_nothing_and_training_goes_on(
     assert [record.status for record in history.records] == ["baseline", "failed", "accepted", "unchanged"]
     failed = history.records[1]
     assert failed.errors and failed.val_score == history.records[0].val_score and failed.usage.calls == 2
+    assert failed.raw_reply == "still no idea"  # what the optimizer wrote, for whoever reads the log
     assert history.records[3].val_score == 1.0 and weight.value == 3.0
 
 

@@ -81,6 +81,7 @@ class StepRecord(BaseModel):
     diff: str = ""  # "name: old -> new; ..." (values shortened)
     errors: list[str] = Field(default_factory=list)
     reasoning: str = ""
+    raw_reply: str = ""  # the optimizer's last reply as written: what to read when a step fails
     usage: Usage = Field(default_factory=Usage)  # every LLM call of the step: workflow and optimizer
     seconds: float = 0.0
 
@@ -343,6 +344,7 @@ class Trainer:
             ),
             errors=result.errors + ([result.skipped] if result.skipped else []),
             reasoning=result.reasoning,
+            raw_reply=result.raw_reply or "",
             usage=tracker.usage,
             seconds=time.perf_counter() - started,
         )
