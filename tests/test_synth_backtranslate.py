@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from agent.synthesis.backtranslate import (
+    StoryFrame,
     StoryWriter,
     check_story,
     clean_patch,
     clean_story,
+    framed_story,
     instance_facts,
     splice,
     story_prompt,
@@ -343,3 +345,52 @@ def test_a_refused_request_ends_the_item_with_an_error(scripted_llm: ScriptedLLM
     with LLMClient(scripted_llm.llm_config(), cache=False) as client:
         result = StoryWriter(client).write(bakery())
     assert not result.passed and result.rounds == 0 and result.error and "context length" in result.error
+
+
+# --- framed stories: the model writes the opening and the question, the facts stay as written ------
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_framed_story_of_every_family_passes_the_checker_with_a_number_free_frame(name: str) -> None:
+    for level in (1, MAX_LEVEL):
+        instance = get_family(name).generate(seed=3, level=level)
+        facts = instance_facts(instance)
+        frame = StoryFrame(
+            opening="We run this operation and must plan it.", question="What is the best plan"
+        )
+        story = framed_story(facts, frame)
+        assert check_story(story, facts).passed, (name, level, check_story(story, facts).summary())
+        assert story.endswith("What is the best plan?") and "Setting:" not in story
+
+
+def test_framed_writing_retries_a_frame_with_numbers_and_keeps_the_data_verbatim(
+    scripted_llm: ScriptedLLMServer,
+) -> None:
+    instance = get_family("set_cover").generate(seed=0, level=1)
+    facts = instance_facts(instance)
+    frames = iter(
+        [
+            '{"opening": "Since 1987 we have placed towers in 12 towns.", "question": "Which sites?"}',
+            '{"opening": "A telecom company must choose where to build towers.", '
+            '"question": "Which sites should it build on to cover every district at the least cost?"}',
+        ]
+    )
+    scripted_llm.responder = lambda request: next(frames)
+    with LLMClient(scripted_llm.llm_config(), cache=False) as client:
+        result = StoryWriter(client, style="framed").write(instance)
+    assert result.passed and result.rounds == 2 and result.llm_calls == 2 and result.style == "framed"
+    assert result.history[0].check.invented == ["1987", "12"]
+    assert "1987" in scripted_llm.requests[1].last_user_text  # the feedback names the invented numbers
+    assert "use no numbers" in scripted_llm.requests[0].last_user_text.lower()
+    assert result.story is not None and result.story.startswith("A telecom company must choose")
+    for line in facts.lines[1:]:  # every fact line, relations included, exactly as the facts say
+        assert line in result.story
+    assert result.story.endswith("at the least cost?")
+
+
+def test_a_framed_reply_that_is_not_json_is_asked_again_and_counted(scripted_llm: ScriptedLLMServer) -> None:
+    scripted_llm.add(
+        "Sure! Here is an opening.",
+        '{"opening": "A bakery plans its week.", "question": "How many of each should it make?"}',
+    )
+    with LLMClient(scripted_llm.llm_config(), cache=False) as client:
+        result = StoryWriter(client, style="framed").write(bakery())
+    assert result.passed and result.rounds == 1 and result.llm_calls == 2

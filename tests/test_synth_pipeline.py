@@ -97,6 +97,8 @@ class World:
     def __call__(self, request: ChatRequest) -> str:
         if request.messages[0].text == SYSTEM_PROMPT:
             self.story_requests += 1
+            if '{"opening": "...", "question": "..."}' in request.messages[1].text:  # framed style
+                return json.dumps({"opening": "We must plan this.", "question": "What is the best plan?"})
             return story_from_prompt(request.messages[1].text)
         self.formulation_requests += 1
         instance = self.owner(request.last_user_text)
@@ -408,6 +410,27 @@ def test_the_report_counts_an_item_once_with_its_last_outcome(tmp_path: Path) ->
     ledger.write_text(ledger.read_text() + '{"id": 5}\n')
     with pytest.raises(LedgerError, match=":4 is not a ledger row"):
         build_report(ledger)
+
+
+def test_cli_synth_framed_stories_carry_the_facts_and_say_their_style(
+    scripted_llm: ScriptedLLMServer, cli_env: Path, tmp_path: Path
+) -> None:
+    from agent.cli import app
+
+    out = tmp_path / "framed.jsonl"
+    config = SynthConfig(families=["knapsack"], n=2, difficulty="easy", out=out)
+    world = World(planned_instances(config))
+    scripted_llm.responder = world
+    args = ["synth", "--families", "knapsack", "--n", "2", "--difficulty", "easy", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--story-style", "framed", "--no-dedup", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accepted"] == 2 and world.story_requests == 2
+    for row in rows(out):
+        assert row["question"].startswith("We must plan this.") and "Decide:" in row["question"]
+        assert row["provenance"]["backtranslation"]["style"] == "framed"
+    assert {row["story_style"] for row in rows(tmp_path / "framed.ledger.jsonl")} == {"framed"}
+    bad = CliRunner().invoke(app, [*args, "--story-style", "poem"])
+    assert bad.exit_code == 1 and "narrative or framed" in bad.output
 
 
 def test_a_crashing_step_ends_that_item_only(

@@ -53,6 +53,11 @@ def synth(
     infeasible_share: float = typer.Option(0.0, help="Share of items built infeasible (families that can)."),
     unbounded_share: float = typer.Option(0.0, help="Share of items built unbounded (families that can)."),
     story_rounds: int = typer.Option(3, min=1, help="Stories written per item before giving up."),
+    story_style: str = typer.Option(
+        "narrative",
+        help="narrative: the model retells every fact; framed: it writes the opening and the question, "
+        "the fact lines stand unchanged between them.",
+    ),
     repairs: int = typer.Option(2, min=0, help="Repair rounds of the forward-modeling agent."),
     time_limit: float = typer.Option(30.0, help="Seconds per HiGHS solve; a time-limit hit is dropped."),
     dedup: bool = typer.Option(True, help="Check every story against the test sets in datasets/."),
@@ -82,6 +87,8 @@ def synth(
             time_limit=time_limit,
             dedup=dedup,
         )
+        if story_style not in ("narrative", "framed"):
+            raise _fail(f"--story-style must be narrative or framed, not {story_style!r}")
     except KeyError as error:
         raise _fail(str(error.args[0])) from None
     except ValidationError as error:
@@ -95,7 +102,7 @@ def synth(
     try:
         llm_config = resolve_config()
         with LLMClient(llm_config) as client:
-            writer = StoryWriter(client, max_rounds=story_rounds)
+            writer = StoryWriter(client, max_rounds=story_rounds, style=story_style)  # type: ignore[arg-type]
             agent = ModelingAgent(client, AgentOptions(max_repairs=repairs))
             summary = _run(config, writer, AgentFormulator(agent), index, quiet=json_output)
     except LLMError as error:

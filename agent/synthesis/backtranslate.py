@@ -11,6 +11,13 @@
    that holds it), each invented number, unstated integrality, a missing question or a leaked
    formulation. The next draft edits the last one when it was mostly right, else starts afresh
    with the feedback (`refine`); up to `max_rounds` drafts in all.
+
+Two styles. `narrative`: the model retells every fact in its own sentences. `framed`: the model
+writes only the opening (scene, who decides what) and the closing question, without numbers, and
+the fact lines stand between them unchanged, like the data section of a textbook exercise. A 1.5B
+model retelling a relation ("which towers cover which district") or a per-period table garbles it
+while every number still appears, so the checker passes a story that no longer means the instance;
+framed stories cannot drift from the data.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ SYSTEM_PROMPT = (
     "You turn business facts into clear, realistic word problems. Reply with the problem text only."
 )
 Refine = Literal["auto", "patch", "edit", "fresh"]
+StoryStyle = Literal["narrative", "framed"]
 _MAX_FEEDBACK_ITEMS = 12  # more than this overwhelms a small model; the rest come next round
 
 
@@ -152,6 +160,13 @@ class StoryCheck(BaseModel):
         return self.found_required / total if total else 1.0
 
 
+class StoryFrame(BaseModel):
+    """What the model writes in the framed style; the fact lines go between the two."""
+
+    opening: str = Field(description="one or two sentences: the scene and what must be decided; no numbers")
+    question: str = Field(description="one question asking for the best plan; no numbers")
+
+
 class StoryRound(BaseModel):
     story: str
     check: StoryCheck
@@ -170,6 +185,7 @@ class BackTranslation(BaseModel):
     history: list[StoryRound] = Field(default_factory=list)
     llm_calls: int = 0
     error: str | None = None
+    style: StoryStyle = "narrative"
 
 
 # --- facts ---------------------------------------------------------------------------------------
@@ -437,6 +453,31 @@ def story_prompt(facts: StoryFacts, persona: str, feedback: str = "") -> str:
     )
 
 
+def frame_prompt(facts: StoryFacts, persona: str, feedback: str = "") -> str:
+    """The request for a framed story's opening and closing question (the facts go between them)."""
+    note = f"\n{feedback}\n" if feedback else ""
+    return (
+        f"Facts of an optimization problem:\n{facts.text}\n\n"
+        "These facts will be printed unchanged in the middle of a word problem. Write the two parts "
+        f"around them, as {persona}:\n"
+        f"- opening: one or two sentences that set the scene ({facts.domain}) and say what has to be "
+        "decided. Do not repeat the data: use no numbers at all.\n"
+        f"- question: one sentence ending with a question mark that asks how to {facts.goal}. Use no "
+        f"numbers at all.\n{note}"
+        'Reply as JSON: {"opening": "...", "question": "..."}'
+    )
+
+
+def framed_story(facts: StoryFacts, frame: StoryFrame) -> str:
+    """Opening, the fact lines as written (the setting line aside: the opening sets the scene), and
+    the question."""
+    body = "\n".join(line for line in facts.lines if not line.startswith("Setting:"))
+    question = " ".join(frame.question.split())
+    if question and not question.endswith("?"):
+        question = question.rstrip(".") + "?"
+    return f"{' '.join(frame.opening.split())}\n\n{body}\n\n{question}".strip()
+
+
 def patch_prompt(facts: StoryFacts, last: StoryRound) -> str:
     """Ask only for the sentences a draft lacks: its missing fact lines, unstated integrality, and
     the closing question if there is none."""
@@ -531,6 +572,7 @@ class StoryWriter:
         max_tokens: int = 900,
         refine: Refine = "auto",
         complete_structure: bool = True,
+        style: StoryStyle = "narrative",
     ) -> None:
         if max_rounds < 1:
             raise ValueError("max_rounds must be >= 1")
@@ -542,6 +584,7 @@ class StoryWriter:
         # Integrality and the closing question are structure, not data: when they are all a draft
         # lacks, a templated sentence adds them instead of spending a round of a slow model.
         self.complete_structure = complete_structure
+        self.style = style
 
     def _strategy(self, last: StoryRound) -> Refine:
         """How to fix the last draft. A 1.5B model asked to rewrite a draft copies it, mistakes and
@@ -589,7 +632,10 @@ class StoryWriter:
             persona=persona,
             domain=instance.domain,
             model=self.client.config.model,
+            style=self.style,
         )
+        if self.style == "framed":
+            return self._write_framed(facts, persona, seed, result)
         for round_number in range(self.max_rounds):
             last = history[-1] if history else None
             strategy: Refine = self._strategy(last) if last is not None else "fresh"
@@ -620,4 +666,42 @@ class StoryWriter:
                 result.story, result.passed = story, True
                 break
         result.history = history
+        return result
+
+    def _write_framed(
+        self, facts: StoryFacts, persona: str, seed: int, result: BackTranslation
+    ) -> BackTranslation:
+        """Rounds of opening + question until the story passes the checker (the data cannot be
+        missing; what can fail is a number the model put in its sentences, or no question)."""
+        feedback = ""
+        for round_number in range(self.max_rounds):
+            messages = [
+                ChatMessage(role="system", content=SYSTEM_PROMPT),
+                ChatMessage(role="user", content=frame_prompt(facts, persona, feedback)),
+            ]
+            try:
+                with self.client.track() as tracker:  # a reply that does not parse is re-asked once
+                    frame = self.client.structured(
+                        messages,
+                        StoryFrame,
+                        temperature=self.temperature,
+                        max_tokens=self.max_tokens,
+                        seed=seed + round_number,
+                        sample_index=round_number,
+                    )
+            except (LLMRequestError, LLMReplyError) as error:
+                result.error = f"{type(error).__name__}: {error}"
+                break
+            finally:
+                result.llm_calls += tracker.usage.calls
+            story = framed_story(facts, frame)
+            check = check_story(story, facts)
+            if self.complete_structure and check.only_structure:
+                story, check = complete_structure(story, check, facts)
+            result.history.append(StoryRound(story=story, check=check, strategy="framed"))
+            result.rounds = round_number + 1
+            if check.passed:
+                result.story, result.passed = story, True
+                break
+            feedback = check.feedback(facts)
         return result

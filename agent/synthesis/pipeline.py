@@ -295,6 +295,7 @@ def item_record(result: ItemResult) -> dict[str, Any]:
         "formulation": result.instance.formulation.model_dump(mode="json"),
         "model": story.model,
         "backtranslation": {
+            "style": story.style,
             "rounds": story.rounds,
             "persona": story.persona,
             "llm_calls": story.llm_calls,
@@ -512,4 +513,5 @@ def _ledger_row(result: ItemResult) -> dict[str, Any]:
         }
     if result.story is not None:
         row["story_rounds"] = result.story.rounds
+        row["story_style"] = result.story.style
     return row

@@ -148,7 +148,8 @@ def _lot_sizing(rng: random.Random, level: int, variant: Variant) -> tuple[str, 
         sets,
         params,
         variables,
-        ("minimize", objective, "total production, setup and holding cost ($)"),
+        # Only levels with set-ups may name them: the goal line is data a story must not invent.
+        ("minimize", objective, f"total production{', setup' if level >= 2 else ''} and holding cost ($)"),
         cons,
     )
     return theme.domain, rename_set(f, "Periods", period.capitalize() + "s")
