@@ -214,6 +214,12 @@ class ModelingAgent(Module):
             "repair_instructions",
             "What to do with the evidence of a failed formulation when asking for a corrected one.",
         )
+        self.modeling_hints = _parameter(
+            prompts.MODELING_HINTS,
+            "modeling_hints",
+            "Lessons learned from earlier problems, shown after the formulation instructions (empty "
+            "until trained).",
+        )
         # A fresh Bundle per agent: each agent owns (and may learn) its own sanity code.
         self.sanity_rules = bundle(trainable=True, name="sanity_rules")(prompts.sanity_rules)
         if params is not None:
@@ -364,13 +370,15 @@ class ModelingAgent(Module):
     ) -> Candidate:
         """Ask the LLM for a formulation of the problem: notes-first JSON (IR) or a Pyomo program."""
         style = self.options.style
+        hints = prompts.hints_block(self.modeling_hints.value)
         if style == "code":
             example = self.code_worked_example.value
-            intro = f"{self.code_instructions.value}{_code_data_note(tables)}\n\nExample:\n{example}"
+            intro = f"{self.code_instructions.value}{_code_data_note(tables)}{hints}\n\nExample:\n{example}"
         else:
             data_part = f"\n\n{self.data_instructions.value}\n{data}" if data else ""
             intro = (
-                f"{self.formulation_instructions.value}\n\nExample:\n{self.worked_example.value}{data_part}"
+                f"{self.formulation_instructions.value}{hints}\n\nExample:\n"
+                f"{self.worked_example.value}{data_part}"
             )
         answer_cue = "Program:" if style == "code" else "JSON:"
         user = f"{intro}\n\nProblem: {question}\n{answer_cue}"
@@ -388,11 +396,12 @@ class ModelingAgent(Module):
     ) -> Candidate:
         """Ask the LLM to fix the previous formulation, given the evidence of what went wrong."""
         style = self.options.style
+        hints = prompts.hints_block(self.modeling_hints.value)
         if style == "code":
-            shape = f"{self.code_instructions.value}{_code_data_note(tables)}"
+            shape = f"{self.code_instructions.value}{_code_data_note(tables)}{hints}"
         else:
             data_part = f"\n{self.data_instructions.value}\n{data}" if data else ""
-            shape = f"{self.formulation_instructions.value}{data_part}"
+            shape = f"{self.formulation_instructions.value}{hints}{data_part}"
         shown = previous.text
         if previous.draft is not None:
             shown = compact_json(previous.draft)

@@ -88,6 +88,17 @@ fix it, keep everything that was right, and reply with the complete corrected mo
 format."""
 
 
+# Lessons learned by training, shown with the formulation instructions. Empty by default (the
+# untrained agent's prompts are unchanged); short, so that a 1.5B optimizer can rewrite it whole,
+# which it cannot do with a 1,500-character instruction block (it stops copying halfway).
+MODELING_HINTS = ""
+
+
+def hints_block(hints: str) -> str:
+    """The hints as a prompt section, or nothing when there are none."""
+    return f"\n\nLessons from earlier problems (follow them):\n{hints.strip()}" if hints.strip() else ""
+
+
 # What an optimizer may and may not do to each prompt (ParameterNode.constraint). The model has a
 # 4k-token context shared by instructions, example, problem and a ~1k-token reply.
 _SHORT = "Stay under {chars} characters: the 1.5B model has a 4k-token context."
@@ -114,6 +125,11 @@ PARAMETER_CONSTRAINTS: dict[str, str] = {
         + _SHORT.format(chars=2000)
     ),
     "repair_instructions": "Must ask for the complete corrected model. " + _SHORT.format(chars=800),
+    "modeling_hints": (
+        "At most 6 short lessons for turning a word problem into a model, one per line starting '- ', "
+        "each general (never one problem's names or numbers); keep the lessons that still hold and "
+        "add one that would have prevented the errors in the feedback. " + _SHORT.format(chars=700)
+    ),
 }
 
 

@@ -418,6 +418,7 @@ def test_parameters_save_and_load(tmp_path: Path, client: LLMClient) -> None:
         "code_instructions",
         "code_worked_example",
         "repair_instructions",
+        "modeling_hints",
         "sanity_rules.code",
     }
     # the optimizer is told, per parameter, what a rewrite must keep (and the length budget)
@@ -452,6 +453,7 @@ def test_backward_on_the_answer_reaches_the_trainable_parameters(
         "formulation_instructions",
         "worked_example",
         "repair_instructions",
+        "modeling_hints",
         "sanity_rules.code",
     }
     operations = {n.operation.name for n in subgraph if hasattr(n, "operation")}

@@ -156,7 +156,9 @@ class World:
         numbers = self.numbers[question]
         if HARM in system:
             return draft(numbers, numbers["b"], sense="minimize")
-        return draft(numbers, numbers["b"] if MAGIC in system else 1.0)
+        # the lesson works from the system prompt or, as a learned hint, from the user prompt
+        learned = MAGIC in system or MAGIC in request.last_user_text
+        return draft(numbers, numbers["b"] if learned else 1.0)
 
     def optimize(self, request: ChatRequest) -> str:
         prompt = request.last_user_text
@@ -288,13 +290,46 @@ def test_the_embedded_model_optimizes_one_parameter_per_step(
     train, val = world.write(tmp_path)
     # the embedded model's config is recognized by its cache scope: 4k context, so prompts take turns
     small = scripted_llm.llm_config(cache_scope="embedded:qwen:abc")
+    settings = settings_for(tmp_path, train, val, parameters=["system_prompt", "formulation_instructions"])
     with LLMClient(small, cache=False) as client:
-        report = train_agent(settings_for(tmp_path, train, val), client, client)
+        report = train_agent(settings, client, client)
     first, second = (split_sections(p, SECTION_TITLES)["Variables"] for p in world.optimizer_prompts)
     assert first.startswith("(str) system_prompt=") and "formulation_instructions=" not in first
     assert second.startswith("(str) formulation_instructions=") and "system_prompt=" not in second
     assert all(len(p) <= 6_000 for p in world.optimizer_prompts)
     assert report.statuses == {"accepted": 1, "unchanged": 1} and report.best_val_accuracy == 1.0
+
+
+def test_the_embedded_model_learns_short_hints_by_default_and_the_agent_reads_them(
+    scripted_llm: ScriptedLLMServer, world: World, tmp_path: Path
+) -> None:
+    def propose_hint(prompt: str) -> dict[str, str]:
+        return {label_of(prompt, "modeling_hints"): f"- {MAGIC}"}
+
+    # a malformed hint (not a "- " lesson) is refused by the guard and asked again
+    world.proposals = [lambda prompt: {label_of(prompt, "modeling_hints"): MAGIC}, propose_hint]
+    train, val = world.write(tmp_path)
+    small = scripted_llm.llm_config(cache_scope="embedded:qwen:abc")
+    with LLMClient(small, cache=False) as client:
+        report = train_agent(settings_for(tmp_path, train, val, epochs=1), client, client)
+    variables = split_sections(world.optimizer_prompts[0], SECTION_TITLES)["Variables"]
+    assert variables.startswith("(str) modeling_hints=") and "system_prompt=" not in variables
+    assert report.trained_parameters == ["modeling_hints"] and report.best_val_accuracy == 1.0
+    assert "starting with '- '" in world.optimizer_prompts[1]  # the guard's reason went back
+    saved = json.loads((tmp_path / "params.json").read_text())["parameters"]
+    assert saved["modeling_hints"] == f"- {MAGIC}" and saved["system_prompt"] == prompts.SYSTEM_PROMPT
+    with LLMClient(small, cache=False) as client:
+        agent = ModelingAgent(client, params=tmp_path / "params.json")
+        before = scripted_llm.request_count
+        agent.solve(world.items["val"][1]["question"])
+    formulation = scripted_llm.requests[before].last_user_text
+    assert f"Lessons from earlier problems (follow them):\n- {MAGIC}" in formulation
+
+
+def test_untrained_hints_leave_the_prompt_unchanged(scripted_llm: ScriptedLLMServer, world: World) -> None:
+    with LLMClient(scripted_llm.llm_config(), cache=False) as client:
+        ModelingAgent(client).solve(world.items["val"][0]["question"])
+    assert "Lessons from earlier problems" not in scripted_llm.requests[0].last_user_text
 
 
 def test_a_dead_optimizer_endpoint_ends_the_run_with_the_best_params_saved(
@@ -608,3 +643,11 @@ def test_cli_trains_end_to_end_and_solve_loads_the_params(
     refused = run_cli(["train", "--train", "nl4opt", "--out", "x.json"], env, tmp_path)
     assert refused.returncode == 2 and "public test set" in refused.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_hints_are_short_dash_lessons_or_nothing(scripted_llm_client: LLMClient) -> None:
+    guard = ParameterGuard(agent_validators(ModelingAgent(scripted_llm_client)))
+    assert guard.problems("modeling_hints", "") == [] and guard.problems("modeling_hints", "- a\n- b") == []
+    assert "starting with '- '" in guard.problems("modeling_hints", "- a\nb")[0]
+    assert "keep the 6 most useful" in guard.problems("modeling_hints", "\n".join(["- x"] * 7))[0]
+    assert "limit is 700" in guard.problems("modeling_hints", "- " + "x" * 800)[0]

@@ -6,6 +6,7 @@ from agent.training.feedback import ItemOutcome, OutcomeKind, item_feedback
 from agent.training.guards import GuardedOPRO, GuardedOptoPrime, ParameterGuard, agent_validators
 from agent.training.train import (
     DEFAULT_PARAMETERS,
+    SMALL_MODEL_PARAMETERS,
     TrainReport,
     TrainSettings,
     optimizer_llm_config,
@@ -15,6 +16,7 @@ from agent.training.train import (
 
 __all__ = [
     "DEFAULT_PARAMETERS",
+    "SMALL_MODEL_PARAMETERS",
     "DataSplit",
     "GuardedOPRO",
     "GuardedOptoPrime",

@@ -116,6 +116,22 @@ def formulation_instructions_problems(value: str) -> list[str]:
     return problems
 
 
+MAX_HINTS = 6
+# No lessons is a valid state (the default): an optimizer may also drop the ones that did not help.
+MAY_BE_EMPTY = frozenset({"modeling_hints"})
+
+
+def modeling_hints_problems(value: str) -> list[str]:
+    """Lessons, one per line starting '- ', at most MAX_HINTS of them."""
+    lines = [line.strip() for line in value.splitlines() if line.strip()]
+    problems = []
+    if any(not line.startswith("- ") for line in lines):
+        problems.append("every line must be one lesson starting with '- '")
+    if len(lines) > MAX_HINTS:
+        problems.append(f"it has {len(lines)} lessons; keep the {MAX_HINTS} most useful")
+    return problems
+
+
 def worked_example_problems(value: str) -> list[str]:
     """Exactly one 'Problem:' and one 'JSON:' with a notes-first draft that builds and solves."""
     if value.count("Problem:") != 1 or not value.lstrip().startswith("Problem:"):
@@ -205,6 +221,7 @@ _SPECIFIC: dict[str, Validator] = {
     "code_instructions": lambda value: _must_mention(value, ("build_model",)),
     "code_worked_example": code_worked_example_problems,
     "repair_instructions": lambda value: _must_mention(value, ("complete",)),
+    "modeling_hints": modeling_hints_problems,
 }
 
 
@@ -217,8 +234,16 @@ def agent_validators(agent: ModelingAgent) -> dict[str, Validator]:
             continue
         limit = length_limit(parameter.constraint)
         specific = _SPECIFIC.get(path)
+        may_be_empty = path in MAY_BE_EMPTY
 
-        def check(value: Any, limit: int | None = limit, specific: Validator | None = specific) -> list[str]:
+        def check(
+            value: Any,
+            limit: int | None = limit,
+            specific: Validator | None = specific,
+            may_be_empty: bool = may_be_empty,
+        ) -> list[str]:
+            if may_be_empty and isinstance(value, str) and not value.strip():
+                return []
             return _text_checks(value, limit) or (specific(value) if specific else [])
 
         validators[path] = check

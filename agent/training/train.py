@@ -53,9 +53,24 @@ OPTIMIZER_API_KEY_ENV = "OPTITRACE_OPTIMIZER_API_KEY"
 
 # What each style's formulation reads; parameters a run never reads get no feedback to learn from.
 DEFAULT_PARAMETERS: dict[str, list[str]] = {
-    "ir": ["system_prompt", "formulation_instructions", "worked_example", "repair_instructions"],
-    "code": ["system_prompt", "code_instructions", "code_worked_example", "repair_instructions"],
+    "ir": [
+        "modeling_hints",
+        "system_prompt",
+        "formulation_instructions",
+        "worked_example",
+        "repair_instructions",
+    ],
+    "code": [
+        "modeling_hints",
+        "system_prompt",
+        "code_instructions",
+        "code_worked_example",
+        "repair_instructions",
+    ],
 }
+# The embedded 1.5B optimizer rewrites a short text whole but truncates a 1,500-character one
+# (measured: both its rewrites of formulation_instructions stopped mid-list), so it trains the hints.
+SMALL_MODEL_PARAMETERS = ["modeling_hints"]
 SANITY_CODE = "sanity_rules.code"
 # Optimizer prompt budgets (characters). The embedded model's 4,096 tokens hold the prompt, the
 # ~1,400-character system text and a reply of up to 1,536 tokens.
@@ -405,6 +420,8 @@ def train_agent(
     KeyboardInterrupt also saves them before it propagates.
     """
     started = time.perf_counter()
+    if not settings.parameters and is_small_model(optimizer_llm.config):
+        settings = settings.model_copy(update={"parameters": list(SMALL_MODEL_PARAMETERS)})
     if data is None:
         data = prepare_data(
             settings.train,
