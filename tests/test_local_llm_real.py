@@ -125,3 +125,44 @@ def test_a_server_stops_cleanly_and_forgets_its_state() -> None:
         assert server.fetch_model_ids(local.base_url, timeout=5) == [MODEL.name]
     assert not local.is_running() and not state_file.exists()
     assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+def test_a_framed_story_by_the_real_model_passes_the_number_check(embedded: LLMConfig) -> None:
+    from agent.synthesis.backtranslate import StoryWriter, instance_facts
+    from agent.synthesis.families import get_family
+    from trace_graph.llm.client import LLMClient
+
+    instance = get_family("transportation").generate(seed=1, level=2)
+    with LLMClient(embedded, cache=False) as llm:
+        result = StoryWriter(llm, style="framed").write(instance)
+    assert result.passed, [r.check.summary() for r in result.history]
+    assert result.story is not None and result.story.rstrip().endswith("?")
+    for line in instance_facts(instance).lines[1:]:  # the data stands unchanged, relations included
+        assert line in result.story
+
+
+def test_one_optimizer_step_of_the_real_model_writes_a_usable_hint(embedded: LLMConfig) -> None:
+    from agent.modeler import ModelingAgent
+    from agent.training.guards import GuardedOptoPrime, ParameterGuard, agent_validators
+    from trace_graph import graph_context
+    from trace_graph.llm.client import LLMClient
+
+    with LLMClient(embedded, cache=False) as llm:
+        with graph_context():
+            agent = ModelingAgent(llm, max_repairs=0)
+        trace = agent.solve_traced(BAKERY.replace("At most 15 cakes", "At most 12 cakes"))
+        trace.answer_node.backward(
+            "Wrong: the objective is 108 but the correct optimum is 114. Check that every limit in the "
+            "problem text became a constraint with its exact number."
+        )
+        hints = agent.modeling_hints
+        optimizer = GuardedOptoPrime([hints], llm, prompt_budget=6_000)
+        named = dict(agent.named_parameters())
+        others = [p for p in named.values() if p is not hints]
+        paths = {parameter: path for path, parameter in named.items()}
+        optimizer.setup_guard(ParameterGuard(agent_validators(agent)), paths, others)
+        result = optimizer.step()
+    # a rejected first proposal may be in the errors; what counts is that a valid hint was applied
+    assert [u.name for u in result.updates] == ["modeling_hints"], (result.errors, result.raw_reply)
+    assert ParameterGuard(agent_validators(agent)).problems("modeling_hints", hints.value) == []
+    assert hints.value.startswith("- ")

@@ -306,8 +306,9 @@ def test_the_embedded_model_learns_short_hints_by_default_and_the_agent_reads_th
     def propose_hint(prompt: str) -> dict[str, str]:
         return {label_of(prompt, "modeling_hints"): f"- {MAGIC}"}
 
-    # a malformed hint (not a "- " lesson) is refused by the guard and asked again
-    world.proposals = [lambda prompt: {label_of(prompt, "modeling_hints"): MAGIC}, propose_hint]
+    # too many lessons: refused by the guard and asked again
+    too_many = "\n".join(f"- lesson {n}" for n in range(7))
+    world.proposals = [lambda prompt: {label_of(prompt, "modeling_hints"): too_many}, propose_hint]
     train, val = world.write(tmp_path)
     small = scripted_llm.llm_config(cache_scope="embedded:qwen:abc")
     with LLMClient(small, cache=False) as client:
@@ -315,7 +316,7 @@ def test_the_embedded_model_learns_short_hints_by_default_and_the_agent_reads_th
     variables = split_sections(world.optimizer_prompts[0], SECTION_TITLES)["Variables"]
     assert variables.startswith("(str) modeling_hints=") and "system_prompt=" not in variables
     assert report.trained_parameters == ["modeling_hints"] and report.best_val_accuracy == 1.0
-    assert "starting with '- '" in world.optimizer_prompts[1]  # the guard's reason went back
+    assert "keep the 6 most useful" in world.optimizer_prompts[1]  # the guard's reason went back
     saved = json.loads((tmp_path / "params.json").read_text())["parameters"]
     assert saved["modeling_hints"] == f"- {MAGIC}" and saved["system_prompt"] == prompts.SYSTEM_PROMPT
     with LLMClient(small, cache=False) as client:
@@ -651,3 +652,13 @@ def test_hints_are_short_dash_lessons_or_nothing(scripted_llm_client: LLMClient)
     assert "starting with '- '" in guard.problems("modeling_hints", "- a\nb")[0]
     assert "keep the 6 most useful" in guard.problems("modeling_hints", "\n".join(["- x"] * 7))[0]
     assert "limit is 700" in guard.problems("modeling_hints", "- " + "x" * 800)[0]
+
+
+def test_hints_in_another_layout_are_put_in_lessons_form() -> None:
+    from agent.training.guards import as_lessons
+
+    assert as_lessons("Read every limit.") == "- Read every limit."
+    assert as_lessons("1. Read every limit.\n* Keep units.\n\n• Whole items are integer") == (
+        "- Read every limit.\n- Keep units.\n- Whole items are integer"
+    )
+    assert as_lessons("- already fine") == "- already fine"

@@ -74,6 +74,12 @@ class ParameterGuard:
             if len(sentence) >= _LEAK_SENTENCE_CHARS
         }
 
+    def normalize(self, path: str, value: Any) -> Any:
+        """The value in its parameter's canonical layout (e.g. hints as '- ' lines): a layout slip
+        is fixed here instead of costing a re-ask of a slow model."""
+        normalizer = _NORMALIZERS.get(path)
+        return normalizer(value) if normalizer is not None and isinstance(value, str) else value
+
     def problems(self, path: str, value: Any) -> list[str]:
         found: list[str] = []
         validator = self.validators.get(path)
@@ -119,6 +125,15 @@ def formulation_instructions_problems(value: str) -> list[str]:
 MAX_HINTS = 6
 # No lessons is a valid state (the default): an optimizer may also drop the ones that did not help.
 MAY_BE_EMPTY = frozenset({"modeling_hints"})
+
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
+
+
+def as_lessons(value: str) -> str:
+    """Hints as '- ' lines, whatever bullets (or none) the model used."""
+    lines = [_BULLET.sub("", line).strip() for line in value.splitlines()]
+    return "\n".join(f"- {line}" for line in lines if line)
 
 
 def modeling_hints_problems(value: str) -> list[str]:
@@ -214,6 +229,7 @@ def sanity_code_problems(value: str) -> list[str]:
     return []
 
 
+_NORMALIZERS: dict[str, Callable[[str], str]] = {"modeling_hints": as_lessons}
 _SPECIFIC: dict[str, Validator] = {
     "formulation_instructions": formulation_instructions_problems,
     "worked_example": worked_example_problems,
@@ -321,6 +337,10 @@ class GuardMixin:
         for update in result.updates:
             parameter = self._parameter(update.name)
             path = self.paths.get(parameter, update.name)
+            normalized = self.guard.normalize(path, update.new_value)
+            if normalized != update.new_value:
+                parameter.value = normalized
+                update.new_value = normalized
             problems = self.guard.problems(path, update.new_value)
             if problems:
                 parameter.value = update.old_value
