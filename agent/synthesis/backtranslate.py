@@ -623,7 +623,6 @@ class StoryWriter:
         request the endpoint refuses (e.g. too long) ends this item with `error` set."""
         facts = instance_facts(instance)
         persona = pick_persona(instance.key)
-        history: list[StoryRound] = []
         seed = int(hashlib.sha256(instance.key.encode()).hexdigest()[:8], 16)
         result = BackTranslation(
             story=None,
@@ -637,7 +636,7 @@ class StoryWriter:
         if self.style == "framed":
             return self._write_framed(facts, persona, seed, result)
         for round_number in range(self.max_rounds):
-            last = history[-1] if history else None
+            last = result.history[-1] if result.history else None
             strategy: Refine = self._strategy(last) if last is not None else "fresh"
             messages = self._messages(facts, persona, strategy, last)
             try:
@@ -656,17 +655,22 @@ class StoryWriter:
                 story = splice(last.story, clean_patch(reply.text))
             else:
                 story = clean_story(reply.text)
-            check = check_story(story, facts)
-            if self.complete_structure and check.only_structure:
-                story, check = complete_structure(story, check, facts)
-                strategy = f"{strategy}+completed"
-            history.append(StoryRound(story=story, check=check, strategy=strategy))
-            result.rounds = round_number + 1
-            if check.passed:
-                result.story, result.passed = story, True
+            if self._judge(story, strategy, facts, result):
                 break
-        result.history = history
         return result
+
+    def _judge(self, story: str, strategy: str, facts: StoryFacts, result: BackTranslation) -> bool:
+        """Check a draft (completing structure-only gaps by template), record the round, and say
+        whether it passed."""
+        check = check_story(story, facts)
+        if self.complete_structure and check.only_structure:
+            story, check = complete_structure(story, check, facts)
+            strategy = f"{strategy}+completed"
+        result.history.append(StoryRound(story=story, check=check, strategy=strategy))
+        result.rounds = len(result.history)
+        if check.passed:
+            result.story, result.passed = story, True
+        return check.passed
 
     def _write_framed(
         self, facts: StoryFacts, persona: str, seed: int, result: BackTranslation
@@ -694,14 +698,7 @@ class StoryWriter:
                 break
             finally:
                 result.llm_calls += tracker.usage.calls
-            story = framed_story(facts, frame)
-            check = check_story(story, facts)
-            if self.complete_structure and check.only_structure:
-                story, check = complete_structure(story, check, facts)
-            result.history.append(StoryRound(story=story, check=check, strategy="framed"))
-            result.rounds = round_number + 1
-            if check.passed:
-                result.story, result.passed = story, True
+            if self._judge(framed_story(facts, frame), "framed", facts, result):
                 break
-            feedback = check.feedback(facts)
+            feedback = result.history[-1].check.feedback(facts)
         return result
