@@ -468,14 +468,30 @@ def frame_prompt(facts: StoryFacts, persona: str, feedback: str = "") -> str:
     )
 
 
+_DIGIT = re.compile(r"\d")
+
+
+def _without_numbers(text: str) -> str:
+    """`text` without its sentences that contain a digit."""
+    sentences = _SENTENCE_END.split(" ".join(text.split()))
+    return " ".join(sentence for sentence in sentences if sentence and not _DIGIT.search(sentence))
+
+
 def framed_story(facts: StoryFacts, frame: StoryFrame) -> str:
     """Opening, the fact lines as written (the setting line aside: the opening sets the scene), and
-    the question."""
-    body = "\n".join(line for line in facts.lines if not line.startswith("Setting:"))
-    question = " ".join(frame.question.split())
-    if question and not question.endswith("?"):
+    the question. Sentences of the frame that carry numbers are dropped: told to use none, the 1.5B
+    model still restates data there, wrongly ("Omaha can ship 15 to Raleigh" where Houston can),
+    and the checker cannot catch a misplaced number that the facts do contain. An opening or a
+    question left empty is replaced by a plain templated one."""
+    opening = _without_numbers(frame.opening) or f"{_sentence(facts.domain)} has a plan to make."
+    question = _without_numbers(frame.question)
+    if not question:
+        goal = re.sub(r"\s*\([^)]*\)", "", facts.goal)
+        question = f"What plan will {goal}?"
+    elif not question.endswith("?"):
         question = question.rstrip(".") + "?"
-    return f"{' '.join(frame.opening.split())}\n\n{body}\n\n{question}".strip()
+    body = "\n".join(line for line in facts.lines if not line.startswith("Setting:"))
+    return f"{opening}\n\n{body}\n\n{question}".strip()
 
 
 def patch_prompt(facts: StoryFacts, last: StoryRound) -> str:
@@ -675,8 +691,9 @@ class StoryWriter:
     def _write_framed(
         self, facts: StoryFacts, persona: str, seed: int, result: BackTranslation
     ) -> BackTranslation:
-        """Rounds of opening + question until the story passes the checker (the data cannot be
-        missing; what can fail is a number the model put in its sentences, or no question)."""
+        """Rounds of opening + question until the story passes the checker. The data cannot be
+        missing and numbers in the frame are dropped, so what can still fail is mostly a frame that
+        writes a formulation; its feedback goes into the next round."""
         feedback = ""
         for round_number in range(self.max_rounds):
             messages = [
