@@ -113,6 +113,15 @@ def _validation_problems(error: ValidationError, where: str) -> list[str]:
     return problems
 
 
+def _unique_label(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}_{suffix}" in taken:
+        suffix += 1
+    return f"{name}_{suffix}"
+
+
 def draft_to_formulation(draft: FormulationDraft, tables: list[DataTable] | None = None) -> Formulation:
     """Build the IR, reading table-backed sets and parameters from the real tables.
 
@@ -165,11 +174,16 @@ def draft_to_formulation(draft: FormulationDraft, tables: list[DataTable] | None
         except ValidationError as error:
             problems += _validation_problems(error, f"variable {item.name}")
     constraints: list[Constraint] = []
+    # Constraint names are labels nothing refers to: a repeated one ("job_limit" for each of three
+    # machines) or one shared with a variable is made unique instead of failing the whole model.
+    taken = {item.name for item in [*draft.sets, *draft.parameters, *draft.variables]}
     for item in draft.constraints:
+        name = _unique_label(item.name, taken)
+        taken.add(name)
         try:
             bindings = [parse_binding(text) for text in item.for_all]
             constraint = Constraint(
-                name=item.name, description=item.meaning, for_all=bindings, expression=item.expression
+                name=name, description=item.meaning, for_all=bindings, expression=item.expression
             )
             constraints.append(constraint)
         except ValidationError as error:  # before ValueError: pydantic's error subclasses it

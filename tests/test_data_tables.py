@@ -152,3 +152,30 @@ def test_draft_problems_are_all_reported_at_once(foods: Path) -> None:
     assert "parameter cap: give a value or from_table" in text
     assert "variable 2x" in text and "not an identifier" in text
     assert "constraint c: for_all entry" in text
+
+
+def test_repeated_constraint_labels_are_made_unique_but_repeated_variables_are_not() -> None:
+    from agent.draft import draft_to_formulation as build
+
+    draft = FormulationDraft.model_validate(
+        {
+            "notes": "three machines, one job each",
+            "variables": [
+                {"name": "ricoh", "meaning": "jobs on Ricoh", "type": "integer"},
+                {"name": "xerox", "meaning": "jobs on Xerox", "type": "integer"},
+            ],
+            "objective": {"sense": "minimize", "expression": "13*ricoh + 40*xerox"},
+            "constraints": [
+                {"name": "job_limit", "expression": "ricoh <= 1"},
+                {"name": "job_limit", "expression": "xerox <= 1"},
+                {"name": "xerox", "expression": "ricoh + xerox >= 1"},
+            ],
+            "missing_information": [],
+        }
+    )
+    formulation = build(draft)
+    assert [c.name for c in formulation.constraints] == ["job_limit", "job_limit_2", "xerox_2"]
+    assert [c.expression for c in formulation.constraints][1] == "xerox <= 1"
+    twice = draft.model_copy(update={"variables": [draft.variables[0], draft.variables[0]]})
+    with pytest.raises(DraftError, match="used twice"):
+        build(twice)
