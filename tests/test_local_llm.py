@@ -259,8 +259,23 @@ def test_server_command_line(fake_model: tuple[LocalModel, bytes]) -> None:
     assert pairs["--model"] == "/w.gguf" and pairs["--model_alias"] == model.name
     assert pairs["--host"] == "127.0.0.1" and pairs["--port"] == "9999"
     assert pairs["--n_ctx"] == "2048" and pairs["--n_threads"] == pairs["--n_threads_batch"] == "1"
+    assert "--cache" not in pairs  # the prompt cache is opt-in: it costs gigabytes of RAM
     with pytest.raises(registry.LocalModelError, match="not been started"):
         _ = local.base_url
+
+
+def test_the_prompt_cache_is_opt_in_and_sized_in_megabytes(
+    fake_model: tuple[LocalModel, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = fake_model
+    local = LocalServer(model, threads=1, n_ctx=2048)
+    monkeypatch.setenv(server.PROMPT_CACHE_ENV, "256")
+    pairs = dict(zip(*[iter(local.command(Path("/w.gguf"), 9999)[3:])] * 2, strict=True))
+    assert pairs["--cache"] == "true" and pairs["--cache_type"] == "ram"
+    assert pairs["--cache_size"] == str(256 * 1024 * 1024)
+    monkeypatch.setenv(server.PROMPT_CACHE_ENV, "lots")
+    with pytest.raises(registry.LocalModelError, match="whole number of MB"):
+        local.command(Path("/w.gguf"), 9999)
 
 
 def test_a_busy_port_is_refused_before_launching(fake_model: tuple[LocalModel, bytes]) -> None:

@@ -40,8 +40,24 @@ from agent.local_llm.registry import (
 
 HOST = "127.0.0.1"
 THREADS_ENV = "OPTITRACE_LLM_THREADS"
-# KV states of recent prompts kept in RAM (each is ~28 KB per token for the 1.5B model: ~10 prompts).
-PROMPT_CACHE_BYTES = 1 << 28
+# Opt-in RAM cache of recent prompts' KV states (MB; 0 = off). llama-cpp-python also copies each
+# state's logits (~0.6 MB per token for a 152k vocabulary) without counting them against the
+# limit: at 256 MB the server grew from ~2 GB to ~10.5 GB RSS, for ~46% of prompt tokens reused
+# and at most ~13% less server time during synthesis. Worth it on a large machine, not by default.
+PROMPT_CACHE_ENV = "OPTITRACE_LLM_PROMPT_CACHE_MB"
+
+
+def prompt_cache_megabytes() -> int:
+    raw = os.environ.get(PROMPT_CACHE_ENV, "0").strip() or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LocalModelError(f"{PROMPT_CACHE_ENV} must be a whole number of MB, got {raw!r}") from None
+    if value < 0:
+        raise LocalModelError(f"{PROMPT_CACHE_ENV} must be 0 (off) or more, got {value}")
+    return value
+
+
 # Modules `python -m llama_cpp.server` needs; find_spec checks them without loading llama.cpp.
 RUNTIME_MODULES = (
     "llama_cpp",
@@ -340,12 +356,17 @@ class LocalServer:
             "--n_threads_batch", threads,
             # Queue concurrent requests instead of cutting off a running stream.
             "--interrupt_requests", "false",
-            # Keep KV states of earlier prompts: the agent and the story writer alternate, and
-            # without this each call re-reads its ~700-token system prompt at ~55 tokens/s on CPU.
-            "--cache", "true",
-            "--cache_type", "ram",
-            "--cache_size", str(PROMPT_CACHE_BYTES),
+            *self._prompt_cache_arguments(),
         ]  # fmt: skip
+
+    @staticmethod
+    def _prompt_cache_arguments() -> list[str]:
+        """Keep KV states of earlier prompts when asked to: the agent and the story writer
+        alternate, and each call otherwise re-reads its ~700-token system prompt at ~55 tokens/s."""
+        megabytes = prompt_cache_megabytes()
+        if megabytes == 0:
+            return []
+        return ["--cache", "true", "--cache_type", "ram", "--cache_size", str(megabytes << 20)]
 
     def start(self) -> LocalServer:
         if self.process is not None:
