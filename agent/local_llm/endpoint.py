@@ -29,9 +29,11 @@ class EmbeddedLLMDefaults(BaseModel):
     temperature: float = 0.0
     # Room for a notes-first JSON formulation of a small problem without truncating the object.
     max_tokens: int = 1536
-    # CPU prompt processing: a ~1,500-token prompt alone takes 20+ s, and requests queue behind
-    # each other, so a client timeout must be generous.
-    timeout: float = 300.0
+    # CPU prompt processing: a ~1,500-token prompt alone takes 20+ s, a 1,024-token reply ~115 s,
+    # and requests queue behind each other (the server answers one at a time): with two synthesis
+    # workers a request waited past 300 s and the run stopped as if the server were down. A dead
+    # local server refuses connections at once, so a long read timeout costs nothing there.
+    timeout: float = 1200.0
     # A local server either answers or is down; many retries of a 300 s call only hide that.
     max_retries: int = 1
     api_key: str = Field(default="not-needed", description="llama.cpp's server accepts any key")
