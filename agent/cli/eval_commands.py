@@ -148,7 +148,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         "calls",
         "s/item",
     ]
-    several_params = len({group.params for group in summary.groups}) > 1
+    several_params = summary.several_params
     if several_params:
         headers.insert(2, "params")
     for column in headers:

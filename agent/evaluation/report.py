@@ -126,6 +126,11 @@ class RunSummary(BaseModel):
     missing: int = Field(description="items the last session planned that have no record (stopped runs)")
     stopped: list[str] = Field(default_factory=list)
 
+    @property
+    def several_params(self) -> bool:
+        """Runs with different parameters are compared: tables and charts then name the params."""
+        return len({group.params for group in self.groups}) > 1
+
 
 # --- loading and summarizing ---------------------------------------------------------------------
 def load_run(run_dir: Path) -> LoadedRun:
@@ -185,6 +190,10 @@ class _Paired(BaseModel):
     fixed: int
     broken: int
 
+    @property
+    def change(self) -> dict[str, float]:
+        return {rule: self.after[rule] - self.before[rule] for rule in self.before}
+
 
 def _paired(before: list[EvalRecord], after: list[EvalRecord]) -> _Paired | None:
     old = {r.problem_id: r for r in before if r.scored}
@@ -213,7 +222,7 @@ def _lift(model: str, params: str, subset: str, records: list[EvalRecord]) -> Li
         items=pair.items,
         oneshot=pair.before,
         agent=pair.after,
-        lift={rule: pair.after[rule] - pair.before[rule] for rule in pair.before},
+        lift=pair.change,
         fixed=pair.fixed,
         broken=pair.broken,
     )
@@ -237,7 +246,7 @@ def _params_changes(groups: dict[GroupKey, list[EvalRecord]]) -> list[ParamsChan
                 items=pair.items,
                 before=pair.before,
                 after=pair.after,
-                change={rule: pair.after[rule] - pair.before[rule] for rule in pair.before},
+                change=pair.change,
                 fixed=pair.fixed,
                 broken=pair.broken,
             )
@@ -345,11 +354,18 @@ def _cell(text: str) -> str:
 
 def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
     rules = [rule.name for rule in summary.rules]
-    # A params column only where runs with different parameters are compared.
-    several = len({group.params for group in summary.groups}) > 1
+    several = summary.several_params
 
     def params_cell(params: str) -> list[str]:
         return [params] if several else []
+
+    def comparison_cells(
+        before: dict[str, float], after: dict[str, float], change: dict[str, float]
+    ) -> list[str]:
+        return [
+            f"{_percent(before[rule])} → {_percent(after[rule])} ({100 * change[rule]:+.1f})"
+            for rule in rules
+        ]
 
     lines = ["# OptiTrace evaluation", ""]
     for run in runs:
@@ -427,11 +443,7 @@ def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
         ]
         lines += [_row(header), _row(["---"] * len(header))]
         for lift in summary.lifts:
-            cells = [
-                f"{_percent(lift.oneshot[rule])} → {_percent(lift.agent[rule])} "
-                f"({100 * lift.lift[rule]:+.1f})"
-                for rule in rules
-            ]
+            cells = comparison_cells(lift.oneshot, lift.agent, lift.lift)
             lines.append(
                 _row(
                     [
@@ -449,11 +461,7 @@ def render_markdown(summary: RunSummary, runs: Sequence[LoadedRun]) -> str:
         ]
         lines += [_row(header), _row(["---"] * len(header))]
         for change in summary.params_changes:
-            cells = [
-                f"{_percent(change.before[rule])} → {_percent(change.after[rule])} "
-                f"({100 * change.change[rule]:+.1f})"
-                for rule in rules
-            ]
+            cells = comparison_cells(change.before, change.after, change.change)
             lines.append(
                 _row(
                     [
@@ -544,13 +552,14 @@ def plot_accuracy(summary: RunSummary, path: Path) -> None:
     rules = [rule.name for rule in summary.rules]
     clusters = [*rules, "execution"]
     groups = summary.groups
+    several_params = summary.several_params
     figure, axes = plt.subplots(figsize=(max(7.0, 1.6 * len(clusters) + 0.4 * len(groups)), 4.8))
     width = 0.8 / max(1, len(groups))
     for index, group in enumerate(groups):
         heights = [100 * (group.accuracy[rule] or 0.0) for rule in rules] + [100 * group.execution_rate]
         positions = [c + (index - (len(groups) - 1) / 2) * width for c in range(len(clusters))]
         label = f"{group.subset} / {group.mode}" + (f" ({group.model})" if len(summary.models) > 1 else "")
-        if len({g.params for g in groups}) > 1:
+        if several_params:
             label += f" [{group.params}]"
         bars = axes.bar(positions, heights, width, label=label)
         axes.bar_label(bars, labels=[f"{h:.0f}" for h in heights], fontsize=7, padding=1)
