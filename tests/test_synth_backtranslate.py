@@ -3,6 +3,8 @@ story checker, and the refinement loop against the scripted loopback LLM server.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.synthesis.backtranslate import (
@@ -406,3 +408,20 @@ def test_frame_sentences_that_restate_data_are_dropped_and_empty_parts_templated
     assert check_story(story, facts).passed
     bare = framed_story(facts, StoryFrame(opening="We have 3 warehouses.", question=""))
     assert bare.startswith(instance.domain[:1].upper()) and "has a plan to make." in bare.split("\n")[0]
+
+
+@pytest.mark.parametrize("style", ["narrative", "framed"])
+def test_a_reply_from_the_cache_counts_as_a_call_in_both_styles(
+    scripted_llm: ScriptedLLMServer, tmp_path: Path, style: str
+) -> None:
+    instance = bakery()
+    frame = '{"opening": "A bakery plans its week.", "question": "How many of each should it make?"}'
+    scripted_llm.responder = lambda request: frame if style == "framed" else story_for(instance)
+    config = scripted_llm.llm_config(cache_path=tmp_path / "cache.sqlite")
+    counts = []
+    for _ in range(2):
+        with LLMClient(config) as client:
+            result = StoryWriter(client, style=style).write(instance)  # type: ignore[arg-type]
+        assert result.passed
+        counts.append(result.llm_calls)
+    assert counts == [1, 1] and scripted_llm.request_count == 1  # the second run came from the cache

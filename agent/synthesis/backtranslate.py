@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from typing import Any, Literal
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -49,6 +51,7 @@ SYSTEM_PROMPT = (
 )
 Refine = Literal["auto", "patch", "edit", "fresh"]
 StoryStyle = Literal["narrative", "framed"]
+T = TypeVar("T")
 _MAX_FEEDBACK_ITEMS = 12  # more than this overwhelms a small model; the rest come next round
 
 
@@ -469,12 +472,21 @@ def frame_prompt(facts: StoryFacts, persona: str, feedback: str = "") -> str:
 
 
 _DIGIT = re.compile(r"\d")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def _without_numbers(text: str) -> str:
     """`text` without its sentences that contain a digit."""
     sentences = _SENTENCE_END.split(" ".join(text.split()))
     return " ".join(sentence for sentence in sentences if sentence and not _DIGIT.search(sentence))
+
+
+_UNITS = re.compile(r"\s*\([^)]*\)")
+
+
+def plain_question(facts: StoryFacts) -> str:
+    """The templated closing question: the goal without its units."""
+    return f"What plan will {_UNITS.sub('', facts.goal)}?"
 
 
 def framed_story(facts: StoryFacts, frame: StoryFrame) -> str:
@@ -486,8 +498,7 @@ def framed_story(facts: StoryFacts, frame: StoryFrame) -> str:
     opening = _without_numbers(frame.opening) or f"{_sentence(facts.domain)} has a plan to make."
     question = _without_numbers(frame.question)
     if not question:
-        goal = re.sub(r"\s*\([^)]*\)", "", facts.goal)
-        question = f"What plan will {goal}?"
+        question = plain_question(facts)
     elif not question.endswith("?"):
         question = question.rstrip(".") + "?"
     body = "\n".join(line for line in facts.lines if not line.startswith("Setting:"))
@@ -515,9 +526,6 @@ def patch_prompt(facts: StoryFacts, last: StoryRound) -> str:
         f"number exactly as written and adding no other numbers.{question} Do not repeat the problem "
         "and do not solve it. Reply with the new sentences only.\n\nNew sentences:"
     )
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 _PATCH_MARKERS = re.compile(
@@ -564,8 +572,7 @@ def complete_structure(story: str, check: StoryCheck, facts: StoryFacts) -> tupl
     sentences = [f"The {what} must be whole numbers." for what in check.unstated_whole]
     sentences += [f"The {what} may be fractional." for what in check.unstated_fractional]
     if not check.asks_question:
-        goal = re.sub(r"\s*\([^)]*\)", "", facts.goal)
-        sentences.append(f"What plan will {goal}?")
+        sentences.append(plain_question(facts))
     completed = splice(story, " ".join(sentences))
     return completed, check_story(completed, facts)
 
@@ -655,18 +662,9 @@ class StoryWriter:
             last = result.history[-1] if result.history else None
             strategy: Refine = self._strategy(last) if last is not None else "fresh"
             messages = self._messages(facts, persona, strategy, last)
-            try:
-                reply = self.client.chat(
-                    messages,
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    seed=seed + round_number,
-                    sample_index=round_number,
-                )
-            except (LLMRequestError, LLMReplyError) as error:
-                result.error = f"{type(error).__name__}: {error}"
+            reply = self._ask(partial(self.client.chat, messages), seed, round_number, result)
+            if reply is None:
                 break
-            result.llm_calls += 1
             if strategy == "patch" and last is not None:
                 story = splice(last.story, clean_patch(reply.text))
             else:
@@ -674,6 +672,24 @@ class StoryWriter:
             if self._judge(story, strategy, facts, result):
                 break
         return result
+
+    def _ask(self, call: Callable[..., T], seed: int, round_number: int, result: BackTranslation) -> T | None:
+        """One round's reply from `call` (client.chat, or client.structured that re-asks once).
+        Every reply obtained counts in `result.llm_calls`, cached or not; a refused request sets
+        `result.error` and returns None."""
+        with self.client.track() as tracker:
+            try:
+                return call(
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    seed=seed + round_number,
+                    sample_index=round_number,
+                )
+            except (LLMRequestError, LLMReplyError) as error:
+                result.error = f"{type(error).__name__}: {error}"
+                return None
+            finally:
+                result.llm_calls += tracker.usage.calls + tracker.usage.cache_hits
 
     def _judge(self, story: str, strategy: str, facts: StoryFacts, result: BackTranslation) -> bool:
         """Check a draft (completing structure-only gaps by template), record the round, and say
@@ -700,21 +716,11 @@ class StoryWriter:
                 ChatMessage(role="system", content=SYSTEM_PROMPT),
                 ChatMessage(role="user", content=frame_prompt(facts, persona, feedback)),
             ]
-            try:
-                with self.client.track() as tracker:  # a reply that does not parse is re-asked once
-                    frame = self.client.structured(
-                        messages,
-                        StoryFrame,
-                        temperature=self.temperature,
-                        max_tokens=self.max_tokens,
-                        seed=seed + round_number,
-                        sample_index=round_number,
-                    )
-            except (LLMRequestError, LLMReplyError) as error:
-                result.error = f"{type(error).__name__}: {error}"
+            frame = self._ask(
+                partial(self.client.structured, messages, StoryFrame), seed, round_number, result
+            )
+            if frame is None:
                 break
-            finally:
-                result.llm_calls += tracker.usage.calls
             if self._judge(framed_story(facts, frame), "framed", facts, result):
                 break
             feedback = result.history[-1].check.feedback(facts)
