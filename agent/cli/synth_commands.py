@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import typer
 from pydantic import ValidationError
@@ -23,10 +24,17 @@ from rich.table import Table
 from agent.cli import app
 from agent.cli.agent_commands import resolve_config
 from agent.modeler import AgentOptions, ModelingAgent
-from agent.synthesis.backtranslate import StoryWriter
+from agent.synthesis.backtranslate import StoryStyle, StoryWriter
 from agent.synthesis.dedup import DedupIndex
 from agent.synthesis.families import parse_families
-from agent.synthesis.pipeline import AgentFormulator, ItemResult, SynthConfig, SynthSummary, run_pipeline
+from agent.synthesis.pipeline import (
+    AgentFormulator,
+    ItemResult,
+    SynthConfig,
+    SynthSummary,
+    companion_path,
+    run_pipeline,
+)
 from agent.synthesis.report import LedgerError, build_report, render_markdown
 from trace_graph.llm.client import LLMClient, LLMError
 
@@ -87,7 +95,7 @@ def synth(
             time_limit=time_limit,
             dedup=dedup,
         )
-        if story_style not in ("narrative", "framed"):
+        if story_style not in get_args(StoryStyle):
             raise _fail(f"--story-style must be narrative or framed, not {story_style!r}")
     except KeyError as error:
         raise _fail(str(error.args[0])) from None
@@ -116,13 +124,13 @@ def synth(
 
 
 def _report(out_file: Path, json_output: bool) -> None:
-    ledger = out_file.with_name(f"{out_file.stem}.ledger.jsonl")
+    ledger = companion_path(out_file, "ledger.jsonl")
     try:
         report = build_report(ledger)
     except LedgerError as error:
         raise _fail(str(error)) from None
     markdown = render_markdown(report)
-    report_path = out_file.with_name(f"{out_file.stem}.report.md")
+    report_path = companion_path(out_file, "report.md")
     report_path.write_text(f"# Synthesis report: {out_file.name}\n\n{markdown}", encoding="utf-8")
     if json_output:
         typer.echo(report.model_dump_json(indent=2))

@@ -108,6 +108,11 @@ def forward_verdict(label: InstanceLabel, result: ForwardResult) -> tuple[bool, 
 
 
 # --- configuration and plan ----------------------------------------------------------------------
+def companion_path(out: Path, suffix: str) -> Path:
+    """A file kept beside the accepted items: `<out stem>.<suffix>` (rejected set, ledger, report)."""
+    return out.with_name(f"{out.stem}.{suffix}")
+
+
 class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -125,11 +130,11 @@ class SynthConfig(BaseModel):
 
     @property
     def rejected_path(self) -> Path:
-        return self.rejected or self.out.with_name(f"{self.out.stem}.rejected.jsonl")
+        return self.rejected or companion_path(self.out, "rejected.jsonl")
 
     @property
     def ledger_path(self) -> Path:
-        return self.out.with_name(f"{self.out.stem}.ledger.jsonl")
+        return companion_path(self.out, "ledger.jsonl")
 
 
 class ItemPlan(BaseModel):
@@ -170,13 +175,16 @@ def plan_items(config: SynthConfig) -> list[ItemPlan]:
     """n items per family, seeds seed..seed+n-1. With difficulty 'all' the band cycles by seed
     through the bands the family can reach (set cover, say, has no hard level). Seed-major order,
     so a run stopped early still covers every family and band evenly."""
+    families = [
+        (get_family(name), reachable_bands(name) if config.difficulty == "all" else ())
+        for name in config.families
+    ]
     plans = []
     for seed in range(config.seed, config.seed + config.n):
-        for name in config.families:
-            family = get_family(name)
-            bands = reachable_bands(name) if config.difficulty == "all" else ()
+        for family, bands in families:
             band: Band = bands[seed % len(bands)] if bands else config.difficulty  # type: ignore[assignment]
-            plans.append(ItemPlan(family=name, seed=seed, band=band, variant=_variant(family, seed, config)))
+            variant = _variant(family, seed, config)
+            plans.append(ItemPlan(family=family.name, seed=seed, band=band, variant=variant))
     return plans
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.synthesis.complexity import BANDS
+from agent.synthesis.pipeline import Outcome
 
-# Column order of the tables: the two outcomes that make the dataset first.
-OUTCOME_ORDER = ("accepted", "rejected", "untranslated", "duplicate", "unsolved", "out_of_band", "error")
+# Column order of the tables: the pipeline's order, the two outcomes that make the dataset first.
+OUTCOME_ORDER: tuple[str, ...] = get_args(Outcome)
 
 
 class LedgerMatch(BaseModel):
