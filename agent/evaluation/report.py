@@ -243,12 +243,8 @@ def _params_changes(groups: dict[GroupKey, list[EvalRecord]]) -> list[ParamsChan
                 subset=subset,
                 mode=mode,  # type: ignore[arg-type]
                 params=params,
-                items=pair.items,
-                before=pair.before,
-                after=pair.after,
                 change=pair.change,
-                fixed=pair.fixed,
-                broken=pair.broken,
+                **pair.model_dump(),  # items, before, after, fixed, broken
             )
         )
     return sorted(changes, key=lambda c: (c.model, c.subset, _MODE_ORDER.get(c.mode, 9), c.params))
