@@ -24,7 +24,7 @@ import pytest
 
 from agent import prompts
 from agent.answer import AgentAnswer, AnswerStatus, Attempt
-from agent.datasets import Label, Problem, load_dataset
+from agent.datasets import DatasetError, Label, Problem, load_dataset
 from agent.modeler import AgentOptions, ModelingAgent
 from agent.training import (
     ParameterGuard,
@@ -551,6 +551,19 @@ def test_a_single_set_is_split_deterministically_without_overlap(tmp_path: Path)
     problems = load_dataset(str(data)).problems
     with pytest.raises(ValueError):
         split_problems(problems, 1.5, 0)
+
+
+def test_the_rejected_set_beside_synthesized_data_joins_training_on_request(tmp_path: Path) -> None:
+    accepted = user_file(tmp_path / "data.jsonl", [f"Accepted problem {i}: maximize x." for i in range(3)])
+    user_file(tmp_path / "data.rejected.jsonl", [f"Hard problem {i}: maximize y." for i in range(5)])
+    alone = prepare_data(str(accepted), None, val_fraction=0.25)
+    both = prepare_data(str(tmp_path), None, val_fraction=0.25, with_rejected=True)
+    assert len(alone.train) + len(alone.val) == 3
+    assert len(both.train) + len(both.val) == 8 and both.train_name.endswith("+rejected")
+    assert both.train_checksum != alone.train_checksum
+    (tmp_path / "data.rejected.jsonl").unlink()
+    with pytest.raises(DatasetError, match="data.rejected.jsonl is missing"):
+        prepare_data(str(accepted), None, with_rejected=True)
 
 
 def test_public_test_sets_are_refused_unless_allowed(tmp_path: Path) -> None:

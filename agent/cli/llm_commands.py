@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli import app
+from agent.local_llm.native import build_native_server, default_binary_path
 from agent.local_llm.registry import (
     DEFAULT_MODEL_NAME,
     INSTALL_COMMAND,
@@ -63,6 +64,12 @@ def serve(
         None, help="CPU threads; default: the free cores now (or $OPTITRACE_LLM_THREADS)."
     ),
     n_ctx: int | None = typer.Option(None, help="Context size in tokens; default from the registry."),
+    engine: str = typer.Option(
+        "python",
+        help="python = llama-cpp-python's server; native = llama.cpp's llama-server "
+        "(build it with `optitrace llm build-native`), which decodes --parallel requests together.",
+    ),
+    parallel: int = typer.Option(1, help="Requests decoded together (native engine); match --workers."),
 ) -> None:
     """Run the embedded model's OpenAI-compatible server in the foreground until Ctrl-C."""
     for state in running_servers(model):
@@ -72,10 +79,13 @@ def serve(
             )
             return
     try:
-        server = LocalServer(model, port=port, threads=threads, n_ctx=n_ctx, shared=True)
+        server = LocalServer(
+            model, port=port, threads=threads, n_ctx=n_ctx, shared=True, engine=engine, parallel=parallel
+        )
         choice = server.thread_choice
         err.print(
-            f"Starting {server.model.name} on {choice.threads} thread(s) "
+            f"Starting {server.model.name} ({engine} engine, {parallel} slot(s)) "
+            f"on {choice.threads} thread(s) "
             f"({choice.reason}; load {choice.load:.2f} on {choice.cores} cores) ..."
         )
         server.start()
@@ -122,6 +132,8 @@ class RunningServerReport(BaseModel):
     threads: int
     n_ctx: int
     shared: bool
+    engine: str
+    parallel: int
     answers: bool
     started_at: str
 
@@ -167,6 +179,8 @@ def _embedded_report(model_name: str) -> EmbeddedReport:
             threads=state.threads,
             n_ctx=state.n_ctx,
             shared=state.shared,
+            engine=state.engine,
+            parallel=state.parallel,
             answers=server_answers(state),
             started_at=state.started_at.isoformat(timespec="seconds"),
         )
@@ -235,7 +249,8 @@ def _print_status(report: StatusReport) -> None:
         kind = "shared (llm serve)" if server.shared else "on demand"
         answer = "answers" if server.answers else "busy or not answering /models"
         out.print(
-            f"  server running: {server.base_url}  pid {server.pid}, {kind}, {server.threads} thread(s), "
+            f"  server running: {server.base_url}  pid {server.pid}, {kind}, {server.engine} engine "
+            f"with {server.parallel} slot(s), {server.threads} thread(s), "
             f"n_ctx {server.n_ctx}, since {server.started_at}, {answer}"
         )
     out.print(f"\nCommands use: [bold]{report.uses}[/bold] endpoint")
@@ -272,6 +287,21 @@ def assemble(model: str = typer.Option(DEFAULT_MODEL_NAME, help="Registry name."
     except LocalModelError as error:
         raise _fail(error) from None
     out.print(f"{model}: {path}", soft_wrap=True)
+
+
+@llm_app.command("build-native")
+def build_native(
+    jobs: int | None = typer.Option(None, help="Compiler jobs; default: the cores."),
+    dest: Path = typer.Option(default_binary_path(), help="Where to put the llama-server binary."),
+) -> None:
+    """Compile llama.cpp's llama-server (the engine behind `llm serve --engine native`) from source."""
+    err.print("Building llama-server from the llama-cpp-python sdist (about 6 minutes on 2 idle cores) ...")
+    began = time.monotonic()
+    try:
+        path = build_native_server(dest, jobs=jobs)
+    except LocalModelError as error:
+        raise _fail(error) from None
+    out.print(f"built {path} in {time.monotonic() - began:.0f} s", soft_wrap=True)
 
 
 @llm_app.command()

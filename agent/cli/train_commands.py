@@ -118,6 +118,9 @@ def train(
     allow_test_set: bool = typer.Option(
         False, "--allow-test-set", help="Allow a public benchmark as training/validation data."
     ),
+    with_rejected: bool = typer.Option(
+        False, "--with-rejected", help="Also use the synthesized set's rejected items (its hard cases)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --log-dir from its checkpoint."),
     cache: bool = typer.Option(True, help="Use the persistent LLM reply cache."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -138,6 +141,7 @@ def train(
             out=out_path,
             log_dir=log_dir,
             allow_test_set=allow_test_set,
+            with_rejected=with_rejected,
             style=style,  # type: ignore[arg-type]
             max_repairs=max_repairs,
             parameters=list(parameter) or None,

@@ -1,9 +1,10 @@
 """Start, find, check and stop llama.cpp's OpenAI-compatible server for an embedded model, on loopback.
 
-The server is `python -m llama_cpp.server` in its own process group, logging to a file in the cache
-dir. Each running server leaves a small state file (pid, port, model, ...) so `llm status` and other
-commands can find it; a state file whose pid is dead or whose port does not answer is stale and is
-removed on sight.
+The server is `python -m llama_cpp.server` (engine "python", the default) or llama.cpp's own
+`llama-server` with several batched slots (engine "native", see `native.py`), in its own process
+group, logging to a file in the cache dir. Each running server leaves a small state file (pid, port,
+model, ...) so `llm status` and other commands can find it; a state file whose pid is dead or whose
+port does not answer is stale and is removed on sight.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.local_llm.native import find_native_server, native_command
 from agent.local_llm.registry import (
     INSTALL_COMMAND,
     LocalModel,
@@ -68,6 +70,9 @@ RUNTIME_MODULES = (
     "pydantic_settings",
 )
 STOP_GRACE_SECONDS = 10.0
+ENGINES = ("python", "native")
+# The native server's RAM cache of finished prompts (MiB); its default of 8 GiB would let it grow a lot.
+NATIVE_PROMPT_CACHE_MIB = 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -164,6 +169,8 @@ class ServerState(BaseModel):
     log_path: Path
     owner_pid: int
     shared: bool  # True for `llm serve`: other processes may use it; on-demand servers die with their owner
+    engine: str = "python"
+    parallel: int = 1  # requests decoded together (native engine); the python engine queues them
 
     @property
     def base_url(self) -> str:
@@ -194,7 +201,10 @@ def _is_llama_server(pid: int, port: int) -> bool:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"llama_cpp.server" in arguments and str(port).encode() in arguments
+    # The native binary is argv[0]; started through an interpreter (a script) it is argv[1].
+    programs = {Path(argument.decode(errors="replace")).name for argument in arguments[:2]}
+    runs_server = b"llama_cpp.server" in arguments or "llama-server" in programs
+    return runs_server and str(port).encode() in arguments
 
 
 def running_servers(model: str | None = None) -> list[ServerState]:
@@ -319,7 +329,18 @@ class LocalServer:
         shared: bool = False,
         startup_timeout: float = 180.0,
         progress: bool = True,
+        engine: str = "python",
+        parallel: int = 1,
     ) -> None:
+        if engine not in ENGINES:
+            raise LocalModelError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        if parallel < 1 or (engine == "python" and parallel != 1):
+            raise LocalModelError(
+                f"--parallel {parallel}: the python engine serves one request at a time; "
+                "use --engine native for parallel slots (and at least 1)"
+            )
+        self.engine = engine
+        self.parallel = parallel
         self.model = model if isinstance(model, LocalModel) else get_model(model)
         self.requested_port = port
         self.thread_choice = choose_threads(threads)
@@ -344,6 +365,14 @@ class LocalServer:
         return f"http://{HOST}:{self.port}/v1"
 
     def command(self, weights: Path, port: int) -> list[str]:
+        if self.engine == "native":
+            return [
+                *native_command(
+                    find_native_server(), weights, self.model.name, HOST, port,
+                    n_ctx=self.n_ctx, threads=self.threads, parallel=self.parallel,
+                ),
+                "--cache-ram", str(NATIVE_PROMPT_CACHE_MIB),
+            ]  # fmt: skip
         threads = str(self.threads)
         return [
             sys.executable, "-m", "llama_cpp.server",
@@ -371,9 +400,11 @@ class LocalServer:
     def start(self) -> LocalServer:
         if self.process is not None:
             return self
-        require_runtime()
+        if self.engine == "python":
+            require_runtime()
         weights = ensure_weights(self.model.name, progress=self.progress)
         port = self.requested_port or free_port()
+        command = self.command(weights, port)
         if not _port_is_free(port):
             raise ServerStartError(f"port {port} on {HOST} is already in use; pick another with --port")
         # One log per port: two servers (e.g. `llm serve` and an on-demand one) must not clobber each other.
@@ -382,7 +413,7 @@ class LocalServer:
         began = time.monotonic()
         with self.log_path.open("wb") as log:
             self.process = spawn_tied_to_process(
-                self.command(weights, port),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -432,6 +463,8 @@ class LocalServer:
             log_path=self.log_path,
             owner_pid=os.getpid(),
             shared=self.shared,
+            engine=self.engine,
+            parallel=self.parallel,
         )
         path = _state_path(self.process.pid)
         temp = path.with_suffix(".tmp")

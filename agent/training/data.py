@@ -9,6 +9,7 @@ unless the caller explicitly allows it.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from pathlib import Path
@@ -162,6 +163,32 @@ def split_problems(
     return train, val
 
 
+def rejected_companion(data_file: str) -> Path:
+    """The rejected set synthesis writes beside its accepted items (`data.jsonl` -> `data.rejected.jsonl`)."""
+    path = Path(data_file)
+    return path.with_name(f"{path.stem}.rejected.jsonl")
+
+
+def with_rejected_items(dataset: LoadedDataset, data_file: str) -> LoadedDataset:
+    """The synthesized set plus its rejected items: solver-labelled problems the agent got wrong,
+    i.e. the ones it has most to learn from."""
+    companion = rejected_companion(data_file)
+    if not companion.is_file():
+        raise DatasetError(
+            f"--with-rejected: {data_file!r} has no rejected set beside it ({companion.name} is missing)"
+        )
+    rejected = load_dataset(str(companion))
+    checksum = hashlib.sha256(f"{dataset.checksum}+{rejected.checksum}".encode()).hexdigest()
+    return dataset.model_copy(
+        update={
+            "name": f"{dataset.name}+rejected",
+            "checksum": checksum,
+            "files": [*dataset.files, *rejected.files],
+            "problems": [*dataset.problems, *rejected.problems],
+        }
+    )
+
+
 def _labelled(dataset: LoadedDataset) -> tuple[list[Problem], int]:
     labelled = dataset.labelled
     return labelled, len(dataset.problems) - len(labelled)
@@ -176,6 +203,7 @@ def prepare_data(
     train_limit: int | None = None,
     val_limit: int | None = None,
     allow_test_set: bool = False,
+    with_rejected: bool = False,
 ) -> DataSplit:
     """Load, guard and split. ``val`` None or equal to ``train`` holds validation items out of it.
 
@@ -184,6 +212,8 @@ def prepare_data(
     train_ref = resolve_dataset_path(train)
     val_ref = resolve_dataset_path(val) if val is not None else train_ref
     train_set = load_dataset(train_ref)
+    if with_rejected:
+        train_set = with_rejected_items(train_set, train_ref)
     same = val_ref == train_ref
     val_set = train_set if same else load_dataset(val_ref)
     warnings: list[str] = []

@@ -110,6 +110,7 @@ class TrainSettings(BaseModel):
     out: Path = Path("params.json")
     log_dir: Path | None = Field(default=None, description="default: <out without suffix>-log next to out")
     allow_test_set: bool = False
+    with_rejected: bool = Field(default=False, description="also the synthesized set's rejected items")
     style: FormulationStyle = "ir"
     max_repairs: int = Field(default=3, ge=0)
     parameters: list[str] | None = Field(default=None, description="agent parameter paths to train")
@@ -431,6 +432,7 @@ def train_agent(
             train_limit=settings.train_limit,
             val_limit=settings.val_limit,
             allow_test_set=settings.allow_test_set,
+            with_rejected=settings.with_rejected,
         )
     options = AgentOptions(style=settings.style, mode="agent", max_repairs=settings.max_repairs)
     # A naming context of its own: the optimizer keys and shows parameters by node name, which must be
