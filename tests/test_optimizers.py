@@ -17,6 +17,7 @@ from trace_graph.optimizers import (
     score_in_feedback,
     split_sections,
 )
+from trace_graph.optimizers.base import REASONING_MAX_CHARS
 
 
 @pytest.fixture(autouse=True)
@@ -201,6 +202,7 @@ def test_the_schema_sent_is_closed_so_a_constrained_model_cannot_invent_names(
     for schema in (both, one):
         assert schema["additionalProperties"] is False and schema["required"] == ["reasoning", "suggestion"]
         assert schema["$defs"]["Suggestion"]["additionalProperties"] is False
+        assert schema["properties"]["reasoning"]["maxLength"] == REASONING_MAX_CHARS  # no endless loops
     assert "required" not in both["$defs"]["Suggestion"]  # several: each may be kept
     field = one["$defs"]["Suggestion"]["properties"]["single"]
     assert one["$defs"]["Suggestion"]["required"] == ["single"] and field["type"] == "integer"

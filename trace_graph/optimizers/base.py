@@ -248,12 +248,18 @@ def reply_model(parameters: dict[str, ParameterNode]) -> type[ReplyBase]:
     return model
 
 
+# Bound on the reasoning a grammar-constrained server lets the model write. The 1.5B model once
+# repeated one sentence until its 1,536-token limit, so the step failed with nothing suggested.
+REASONING_MAX_CHARS = 1200
+
+
 def reply_schema(model: type[ReplyBase]) -> dict[str, Any]:
     """The JSON schema sent to the server: closed objects, so a grammar-constrained small model can
     neither invent a parameter name nor smuggle text into an extra key; with one parameter its new
-    value is required (a step that must rewrite it cannot answer "keep")."""
+    value is required (a step that must rewrite it cannot answer "keep"); the reasoning is bounded."""
     schema = model.model_json_schema()
     schema["additionalProperties"] = False
+    schema["properties"]["reasoning"]["maxLength"] = REASONING_MAX_CHARS
     schema["required"] = ["reasoning", "suggestion"]
     suggestion = schema["$defs"]["Suggestion"]
     suggestion["additionalProperties"] = False
