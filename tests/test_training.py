@@ -37,7 +37,7 @@ from agent.training import (
     split_problems,
     train_agent,
 )
-from agent.training.guards import sanity_code_problems, worked_example_problems
+from agent.training.guards import modeling_hints_problems, sanity_code_problems, worked_example_problems
 from solvers.result import CheckReport, Violation
 from trace_graph.context import graph_context
 from trace_graph.llm import ChatRequest, LLMClient, LLMConfig, ScriptedLLMServer
@@ -524,6 +524,24 @@ def test_default_parameters_pass_their_guard_and_broken_ones_do_not(scripted_llm
     assert "build_model" in guard.problems("code_worked_example", "Problem: x\n```python\nx = 1\n```")[0]
 
 
+def test_hints_that_quote_one_problem_are_refused() -> None:
+    # the embedded optimizer's two real proposals from a training run on synth-v1
+    real = [
+        "- Write constraints in Python-like algebra. For example, `stock_end_q1 = city_q1 + 100`.",
+        "- Add the constraint `minimize 190*dawn + 150*day + 130*split + 150*swing`.",
+    ]
+    for hint in real:
+        [problem] = modeling_hints_problems(hint)
+        assert "quotes one problem's numbers or names" in problem
+    assert "stock_end_q1" in modeling_hints_problems(real[0])[0]
+    general = (
+        "- A minimum requirement is written with >=, a capacity with <=.\n"
+        "- Use for_all for one constraint per member of a set; sum over x[i] for totals.\n"
+        "- Every variable in an expression must be declared first."
+    )
+    assert modeling_hints_problems(general) == []
+
+
 def test_sanity_code_must_keep_its_signature_and_accept_a_right_answer() -> None:
     assert "compile" in sanity_code_problems("def sanity_rules(facts):\n  return [")[0]
     assert "one argument" in sanity_code_problems("def sanity_rules(facts, extra):\n    return []")[0]
@@ -562,7 +580,7 @@ def test_the_rejected_set_beside_synthesized_data_joins_training_on_request(tmp_
     assert len(both.train) + len(both.val) == 8 and both.train_name.endswith("+rejected")
     assert both.train_checksum != alone.train_checksum
     (tmp_path / "data.rejected.jsonl").unlink()
-    with pytest.raises(DatasetError, match="data.rejected.jsonl is missing"):
+    with pytest.raises(DatasetError, match=r"data\.rejected\.jsonl is missing"):
         prepare_data(str(accepted), None, with_rejected=True)
 
 

@@ -136,14 +136,38 @@ def as_lessons(value: str) -> str:
     return "\n".join(f"- {line}" for line in lines if line)
 
 
+# What gives a lesson away as one problem's fix rather than a general rule. The embedded optimizer
+# wrote "add the constraint `minimize 190*dawn + 150*day ...`" and "`stock_end_q1 = city_q1 + 100`";
+# both lowered validation accuracy to 0 and were reverted, each after a 15-minute step.
+_COEFFICIENT_TIMES_NAME = re.compile(r"\d\s*\*\s*[A-Za-z_]")
+_SEVERAL_DIGITS = re.compile(r"\d{2,}")
+_SNAKE_CASE_NAME = re.compile(r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b")
+_IR_FIELD_NAMES = frozenset({"for_all", "from_table", "key_columns", "missing_information"})
+
+
+def specific_details(lesson: str) -> list[str]:
+    """The numbers, coefficient terms and variable-like names that tie a lesson to one problem."""
+    found = _COEFFICIENT_TIMES_NAME.findall(lesson) + _SEVERAL_DIGITS.findall(lesson)
+    found += [name for name in _SNAKE_CASE_NAME.findall(lesson) if name not in _IR_FIELD_NAMES]
+    return found
+
+
 def modeling_hints_problems(value: str) -> list[str]:
-    """Lessons, one per line starting '- ', at most MAX_HINTS of them."""
+    """Lessons, one per line starting '- ', at most MAX_HINTS of them, each general."""
     lines = [line.strip() for line in value.splitlines() if line.strip()]
     problems = []
     if any(not line.startswith("- ") for line in lines):
         problems.append("every line must be one lesson starting with '- '")
     if len(lines) > MAX_HINTS:
         problems.append(f"it has {len(lines)} lessons; keep the {MAX_HINTS} most useful")
+    for number, line in enumerate(lines, start=1):
+        details = specific_details(line)
+        if details:
+            quoted = ", ".join(dict.fromkeys(details))
+            problems.append(
+                f"lesson {number} quotes one problem's numbers or names ({quoted}); a lesson must hold "
+                "for every problem, e.g. '- a minimum requirement is written with >='"
+            )
     return problems
 
 
