@@ -378,6 +378,11 @@ def test_framed_writing_keeps_the_data_verbatim_and_the_frame_free_of_numbers(
     assert result.passed and result.rounds == 1 and result.llm_calls == 1 and result.style == "framed"
     assert "use no numbers" in scripted_llm.requests[0].last_user_text.lower()
     assert result.story is not None and result.story.startswith("A telecom company must choose")
+    # the frame's length is bounded for a grammar-constrained server (a looping reply ends), not on parse
+    sent = scripted_llm.requests[0].response_format["json_schema"]["schema"]  # type: ignore[index]
+    bounds = {name: field["maxLength"] for name, field in sent["properties"].items()}
+    assert bounds == {"opening": 600, "question": 300}
+    assert StoryFrame(opening="x" * 2000, question="Which?").opening == "x" * 2000
     assert "1987" not in result.story and "12 towns" not in result.story
     for line in facts.lines[1:]:  # every fact line, relations included, exactly as the facts say
         assert line in result.story

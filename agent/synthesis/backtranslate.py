@@ -166,8 +166,15 @@ class StoryCheck(BaseModel):
 class StoryFrame(BaseModel):
     """What the model writes in the framed style; the fact lines go between the two."""
 
-    opening: str = Field(description="one or two sentences: the scene and what must be decided; no numbers")
-    question: str = Field(description="one question asking for the best plan; no numbers")
+    # maxLength only bounds what a grammar-constrained server lets the model write (it once listed
+    # "100 batches of ..." until the token limit); a longer reply from another server still parses.
+    opening: str = Field(
+        description="one or two sentences: the scene and what must be decided; no numbers",
+        json_schema_extra={"maxLength": 600},
+    )
+    question: str = Field(
+        description="one question asking for the best plan; no numbers", json_schema_extra={"maxLength": 300}
+    )
 
 
 class StoryRound(BaseModel):
