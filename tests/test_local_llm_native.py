@@ -65,7 +65,7 @@ def test_native_command_gives_every_slot_the_full_context(
     assert (given["--host"], given["--port"]) == ("127.0.0.1", "9")
     assert given["--parallel"] == "3" and given["--ctx-size"] == str(3 * 4096)
     assert given["--threads"] == given["--threads-batch"] == "2"
-    assert int(given["--cache-ram"]) == server.NATIVE_PROMPT_CACHE_MIB
+    assert int(given["--cache-ram"]) == native.PROMPT_CACHE_MIB
     assert given["--no-webui"] == ""
 
 

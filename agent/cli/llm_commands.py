@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli import app
-from agent.local_llm.native import build_native_server, default_binary_path
+from agent.local_llm.native import build_native_server
 from agent.local_llm.registry import (
     DEFAULT_MODEL_NAME,
     INSTALL_COMMAND,
@@ -292,7 +292,9 @@ def assemble(model: str = typer.Option(DEFAULT_MODEL_NAME, help="Registry name."
 @llm_app.command("build-native")
 def build_native(
     jobs: int | None = typer.Option(None, help="Compiler jobs; default: the cores."),
-    dest: Path = typer.Option(default_binary_path(), help="Where to put the llama-server binary."),
+    dest: Path | None = typer.Option(
+        None, help="Where to put the llama-server binary; default ~/.cache/optitrace/bin/llama-server."
+    ),
 ) -> None:
     """Compile llama.cpp's llama-server (the engine behind `llm serve --engine native`) from source."""
     err.print("Building llama-server from the llama-cpp-python sdist (about 6 minutes on 2 idle cores) ...")

@@ -44,6 +44,8 @@ CMAKE_OPTIONS = (
     "-DGGML_BMI2=ON",
 )
 AVX512_OPTIONS = ("-DGGML_AVX512=ON", "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON")
+# The server's RAM cache of finished prompts (MiB); its default of 8 GiB would let it grow a lot.
+PROMPT_CACHE_MIB = 1024
 
 
 class NativeServerMissingError(LocalModelError):
@@ -157,5 +159,6 @@ def native_command(
         "--parallel", str(parallel),
         "--threads", str(threads),
         "--threads-batch", str(threads),
+        "--cache-ram", str(PROMPT_CACHE_MIB),
         "--no-webui",
     ]  # fmt: skip

@@ -71,8 +71,6 @@ RUNTIME_MODULES = (
 )
 STOP_GRACE_SECONDS = 10.0
 ENGINES = ("python", "native")
-# The native server's RAM cache of finished prompts (MiB); its default of 8 GiB would let it grow a lot.
-NATIVE_PROMPT_CACHE_MIB = 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -366,13 +364,10 @@ class LocalServer:
 
     def command(self, weights: Path, port: int) -> list[str]:
         if self.engine == "native":
-            return [
-                *native_command(
-                    find_native_server(), weights, self.model.name, HOST, port,
-                    n_ctx=self.n_ctx, threads=self.threads, parallel=self.parallel,
-                ),
-                "--cache-ram", str(NATIVE_PROMPT_CACHE_MIB),
-            ]  # fmt: skip
+            return native_command(
+                find_native_server(), weights, self.model.name, HOST, port,
+                n_ctx=self.n_ctx, threads=self.threads, parallel=self.parallel,
+            )  # fmt: skip
         threads = str(self.threads)
         return [
             sys.executable, "-m", "llama_cpp.server",

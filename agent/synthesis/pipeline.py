@@ -113,6 +113,11 @@ def companion_path(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.stem}.{suffix}")
 
 
+def default_rejected_path(out: Path) -> Path:
+    """Where the rejected items of a run writing accepted items to `out` go unless told otherwise."""
+    return companion_path(out, "rejected.jsonl")
+
+
 class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -130,7 +135,7 @@ class SynthConfig(BaseModel):
 
     @property
     def rejected_path(self) -> Path:
-        return self.rejected or companion_path(self.out, "rejected.jsonl")
+        return self.rejected or default_rejected_path(self.out)
 
     @property
     def ledger_path(self) -> Path:

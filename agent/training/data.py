@@ -27,6 +27,7 @@ from agent.datasets import (
     load_dataset,
     read_records,
 )
+from agent.synthesis.pipeline import default_rejected_path
 
 # Synthetic data lives here (agent/synthesis writes question/answer JSONL).
 DEFAULT_TRAIN_DIR = "synth-v1"
@@ -163,16 +164,10 @@ def split_problems(
     return train, val
 
 
-def rejected_companion(data_file: str) -> Path:
-    """The rejected set synthesis writes beside its accepted items (`data.jsonl` -> `data.rejected.jsonl`)."""
-    path = Path(data_file)
-    return path.with_name(f"{path.stem}.rejected.jsonl")
-
-
 def with_rejected_items(dataset: LoadedDataset, data_file: str) -> LoadedDataset:
     """The synthesized set plus its rejected items: solver-labelled problems the agent got wrong,
     i.e. the ones it has most to learn from."""
-    companion = rejected_companion(data_file)
+    companion = default_rejected_path(Path(data_file))
     if not companion.is_file():
         raise DatasetError(
             f"--with-rejected: {data_file!r} has no rejected set beside it ({companion.name} is missing)"
