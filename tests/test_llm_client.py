@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from trace_graph.llm import (
     ChatMessage,
@@ -28,6 +28,7 @@ from trace_graph.llm import (
     ScriptedReply,
     Usage,
 )
+from trace_graph.llm.client import LLAMACPP_MAX_LENGTH_BOUND
 
 ASK = [{"role": "user", "content": "What is 3 + 4?"}]
 
@@ -159,6 +160,30 @@ def test_llamacpp_mode_sends_json_object_with_schema(scripted_llm: ScriptedLLMSe
     LLMClient(scripted_llm.llm_config(structured_output="llamacpp_json_object")).structured(ASK, Sum)
     (request,) = scripted_llm.requests
     assert request.response_format == {"type": "json_object", "schema": Sum.model_json_schema()}
+
+
+class LongNote(BaseModel):
+    note: str = Field(max_length=5000)
+    short: str = Field(max_length=40)
+    items: list[int] = Field(max_length=3000)
+
+
+def test_llamacpp_mode_caps_length_bounds_its_grammar_cannot_hold(scripted_llm: ScriptedLLMServer) -> None:
+    scripted_llm.add('{"note": "n", "short": "s", "items": []}')
+    client = LLMClient(scripted_llm.llm_config(structured_output="llamacpp_json_object"))
+    client.structured(ASK, LongNote)
+    (request,) = scripted_llm.requests
+    sent = request.response_format["schema"]["properties"]
+    assert sent["note"]["maxLength"] == sent["items"]["maxItems"] == LLAMACPP_MAX_LENGTH_BOUND
+    assert sent["short"]["maxLength"] == 40
+    assert LongNote.model_json_schema()["properties"]["note"]["maxLength"] == 5000  # caller's copy kept
+
+
+def test_json_schema_mode_keeps_length_bounds(scripted_llm: ScriptedLLMServer) -> None:
+    scripted_llm.add('{"note": "n", "short": "s", "items": []}')
+    LLMClient(scripted_llm.llm_config(structured_output="json_schema")).structured(ASK, LongNote)
+    (request,) = scripted_llm.requests
+    assert request.response_format["json_schema"]["schema"]["properties"]["note"]["maxLength"] == 5000
 
 
 def test_none_mode_puts_the_schema_in_the_prompt(scripted_llm: ScriptedLLMServer) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agent.local_llm import endpoint, registry, server
 from agent.local_llm.server import LocalServer
@@ -114,6 +114,21 @@ def test_schema_constrained_json_reply_parses(embedded: LLMConfig) -> None:
     formulation = Formulation.model_validate(json.loads(choice.message.content or "", strict=False))
     assert len(formulation.variables) == 2
     assert formulation.constraints and formulation.objective_sense.lower().startswith("max")
+
+
+class BoundedNote(BaseModel):
+    note: str = Field(max_length=5000)
+
+
+def test_a_long_length_bound_is_answered_not_a_crashed_server(embedded: LLMConfig) -> None:
+    # an unbounded-looking maxLength once made llama.cpp refuse the grammar and the server die mid-request
+    from trace_graph.llm.client import LLMClient
+
+    with LLMClient(embedded, cache=False) as llm:
+        ask = [{"role": "user", "content": "Write one short sentence about ovens."}]
+        reply = llm.structured(ask, BoundedNote)
+    assert reply.note.strip()
+    assert server.fetch_model_ids(embedded.base_url, timeout=5) == [MODEL.name]
 
 
 def test_a_server_stops_cleanly_and_forgets_its_state() -> None:

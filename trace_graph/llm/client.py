@@ -246,7 +246,8 @@ class LLMClient:
                 "json_schema": {"name": name or "reply", "schema": schema, "strict": False},
             }
         elif schema is not None and mode == "llamacpp_json_object":
-            request["response_format"] = {"type": "json_object", "schema": schema}
+            bounded = _within_llamacpp_grammar_limit(schema)
+            request["response_format"] = {"type": "json_object", "schema": bounded}
         return request
 
     def _answer(self, request: dict[str, Any], sample_index: int) -> LLMReply:
@@ -407,6 +408,24 @@ class LLMClient:
             return error.problem
         limit = f" of {max_tokens}" if max_tokens is not None else ""
         return f"{error.problem} (The reply stopped at the max_tokens limit{limit}; keep it shorter.)"
+
+
+# llama-cpp-python turns a length bound of n into n nested grammar groups, and llama.cpp refuses a
+# grammar past 2,000 nested rules; the server then crashed mid-request. 1,000 still parses (measured).
+LLAMACPP_MAX_LENGTH_BOUND = 1000
+
+
+def _within_llamacpp_grammar_limit(schema: Any) -> Any:
+    """A copy of `schema` whose maxLength/maxItems bounds llama-cpp-python's grammar can hold."""
+    if isinstance(schema, list):
+        return [_within_llamacpp_grammar_limit(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: _within_llamacpp_grammar_limit(value) for key, value in schema.items()}
+    for key in ("maxLength", "maxItems"):
+        if isinstance(bounded.get(key), int) and bounded[key] > LLAMACPP_MAX_LENGTH_BOUND:
+            bounded[key] = LLAMACPP_MAX_LENGTH_BOUND
+    return bounded
 
 
 def _with_schema_instruction(conversation: list[ChatMessage], schema: dict[str, Any]) -> list[ChatMessage]:
