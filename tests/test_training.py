@@ -165,6 +165,8 @@ class World:
         with self._lock:
             self.optimizer_prompts.append(prompt)
             proposal = self.proposals.pop(0)(prompt) if self.proposals else None
+        if proposal is not None and "lesson" in proposal:  # the lessons optimizer's reply shape
+            return json.dumps({"reasoning": "read the feedback", **proposal})
         return json.dumps({"reasoning": "read the feedback", "suggestion": proposal or {}})
 
 
@@ -325,6 +327,33 @@ def test_the_embedded_model_learns_short_hints_by_default_and_the_agent_reads_th
         agent.solve(world.items["val"][1]["question"])
     formulation = scripted_llm.requests[before].last_user_text
     assert f"Lessons from earlier problems (follow them):\n- {MAGIC}" in formulation
+
+
+def test_the_lessons_optimizer_adds_a_general_lesson_after_refusing_a_specific_one(
+    scripted_llm_client: LLMClient, world: World, tmp_path: Path
+) -> None:
+    world.proposals = [
+        lambda prompt: {"lesson": "Use 60 labor hours for the chairs."},  # one problem's numbers
+        lambda prompt: {"lesson": MAGIC} if "quotes one problem's numbers" in prompt else None,
+    ]
+    train, val = world.write(tmp_path)
+    settings = settings_for(tmp_path, train, val, optimizer="lessons", train_limit=2)
+    report = train_agent(settings, scripted_llm_client, scripted_llm_client)
+    assert report.trained_parameters == ["modeling_hints"]
+    assert "Wrong objective" in world.optimizer_prompts[0] and "(none yet)" in world.optimizer_prompts[0]
+    assert report.rejected_updates == 1 and report.statuses == {"accepted": 1}
+    assert report.baseline_val_accuracy == 0.5 and report.best_val_accuracy == 1.0
+    saved = json.loads((tmp_path / "params.json").read_text())["parameters"]
+    assert saved["modeling_hints"] == f"- {MAGIC}" and saved["system_prompt"] == prompts.SYSTEM_PROMPT
+
+
+def test_the_lessons_optimizer_only_trains_lesson_lists(
+    scripted_llm_client: LLMClient, world: World, tmp_path: Path
+) -> None:
+    train, val = world.write(tmp_path)
+    settings = settings_for(tmp_path, train, val, optimizer="lessons", parameters=["system_prompt"])
+    with pytest.raises(ValueError, match="hold no lessons"):
+        train_agent(settings, scripted_llm_client, scripted_llm_client)
 
 
 def test_untrained_hints_leave_the_prompt_unchanged(scripted_llm: ScriptedLLMServer, world: World) -> None:

@@ -85,7 +85,11 @@ def train(
     val_set: str | None = typer.Option(
         None, "--val", help="Validation data; omitted or equal to --train: a seeded held-out split."
     ),
-    optimizer: str = typer.Option("optoprime", help="optoprime (reads the graph) or opro (score history)."),
+    optimizer: str = typer.Option(
+        "optoprime",
+        help="optoprime (reads the graph), opro (score history) or lessons (one general "
+        "lesson per step, added to modeling_hints; suits small models).",
+    ),
     epochs: int = typer.Option(1, help="Passes over the training set."),
     batch: int = typer.Option(4, "--batch", help="Items per optimizer step."),
     val_limit: int | None = typer.Option(20, help="Validate on at most N items."),

@@ -29,7 +29,7 @@ from solvers.result import SolveOptions
 from trace_graph.bundle import bundle
 from trace_graph.context import graph_context
 from trace_graph.nodes import ExceptionNode, ParameterNode
-from trace_graph.optimizers import OPRO, OptoPrime, StepResult
+from trace_graph.optimizers import OPRO, Lessons, OptoPrime, StepResult
 from trace_graph.optimizers.base import ParameterUpdate
 
 Validator = Callable[[Any], list[str]]  # a proposed value -> what is wrong with it ([] = fine)
@@ -404,3 +404,10 @@ class GuardedOptoPrime(GuardMixin, OptoPrime):
 
 class GuardedOPRO(GuardMixin, OPRO):
     """OPRO whose rewrites pass the agent's guard (call ``setup_guard`` after construction)."""
+
+
+class GuardedLessons(GuardMixin, Lessons):
+    """Lessons whose additions pass the agent's guard (call ``setup_guard`` after construction)."""
+
+
+GuardedOptimizer = GuardedOptoPrime | GuardedOPRO | GuardedLessons

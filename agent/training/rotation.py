@@ -9,18 +9,16 @@ others appear as inputs, shortened) and each parameter keeps its own memory of p
 
 from __future__ import annotations
 
-from agent.training.guards import GuardedOPRO, GuardedOptoPrime, RejectedUpdate
+from agent.training.guards import GuardedOptimizer, RejectedUpdate
 from trace_graph.llm import ChatMessage
 from trace_graph.nodes import ParameterNode
 from trace_graph.optimizers import Optimizer, StepResult
-
-Part = GuardedOptoPrime | GuardedOPRO
 
 
 class RotatingOptimizer(Optimizer):
     """``RotatingOptimizer([one optimizer per parameter])``: the Trainer sees one optimizer."""
 
-    def __init__(self, parts: list[Part]) -> None:
+    def __init__(self, parts: list[GuardedOptimizer]) -> None:
         if not parts:
             raise ValueError("a rotating optimizer needs at least one part")
         super().__init__([parameter for part in parts for parameter in part.parameters], parts[0].llm)

@@ -29,7 +29,10 @@ from agent.modeler import AgentOptions, AgentTrace, ModelingAgent
 from agent.training.data import DEFAULT_TRAIN_DIR, DataSplit, benchmark_questions, prepare_data
 from agent.training.feedback import ItemOutcome, item_feedback
 from agent.training.guards import (
+    MAX_HINTS,
+    GuardedLessons,
     GuardedOPRO,
+    GuardedOptimizer,
     GuardedOptoPrime,
     ParameterGuard,
     RejectedUpdate,
@@ -43,7 +46,7 @@ from trace_graph.llm.usage import Usage
 from trace_graph.nodes import ExceptionNode, Node, ParameterNode
 from trace_graph.trainer import EvalOutcome, Example, StepRecord, Trainer
 
-OptimizerName = Literal["optoprime", "opro"]
+OptimizerName = Literal["optoprime", "opro", "lessons"]
 ReplyFormat = Literal["json", "tags"]
 
 PARAMS_TRAINING_KEY = "training"  # provenance block in the params file; Module.load ignores it
@@ -71,6 +74,10 @@ DEFAULT_PARAMETERS: dict[str, list[str]] = {
 # The embedded 1.5B optimizer rewrites a short text whole but truncates a 1,500-character one
 # (measured: both its rewrites of formulation_instructions stopped mid-list), so it trains the hints.
 SMALL_MODEL_PARAMETERS = ["modeling_hints"]
+# What the lessons optimizer can train: text parameters holding '- ' lessons.
+LESSON_PARAMETERS = frozenset({"modeling_hints"})
+# A lesson is one sentence, so a rejected one is cheap to ask again; a rewrite gets one retry.
+LESSON_GUARD_RETRIES = 3
 SANITY_CODE = "sanity_rules.code"
 # Optimizer prompt budgets (characters). The embedded model's 4,096 tokens hold the prompt, the
 # ~1,400-character system text and a reply of up to 1,536 tokens.
@@ -325,7 +332,7 @@ def build_optimizer(
     agent: ModelingAgent,
     llm: LLMClient,
     forbidden_texts: list[str],
-) -> GuardedOptoPrime | GuardedOPRO | RotatingOptimizer:
+) -> GuardedOptimizer | RotatingOptimizer:
     """The optimizer over the trained parameters, guarded; taking turns per parameter if rotating."""
     named = dict(agent.named_parameters())
     paths = settings.trained_parameter_paths()
@@ -339,21 +346,39 @@ def build_optimizer(
     by_node: dict[ParameterNode, str] = {parameter: path for path, parameter in named.items()}
     rejected: list[RejectedUpdate] = []
 
-    def make(chosen_paths: list[str]) -> GuardedOptoPrime | GuardedOPRO:
+    if settings.optimizer == "lessons" and not set(paths) <= LESSON_PARAMETERS:
+        raise ValueError(
+            f"the lessons optimizer trains {sorted(LESSON_PARAMETERS)}; "
+            f"{sorted(set(paths) - LESSON_PARAMETERS)} hold no lessons (use optoprime or opro)"
+        )
+
+    def make(chosen_paths: list[str]) -> GuardedOptimizer:
         chosen = [named[path] for path in chosen_paths]
+        others = [parameter for path, parameter in named.items() if path not in chosen_paths]
+        temperature = settings.optimizer_temperature
+        optimizer: GuardedOptimizer
+        if settings.optimizer == "lessons":
+            optimizer = GuardedLessons(
+                chosen,
+                llm,
+                max_lessons=MAX_HINTS,
+                objective=OBJECTIVE,
+                prompt_budget=budget,
+                temperature=temperature,
+            )
+            optimizer.setup_guard(guard, by_node, others, retries=LESSON_GUARD_RETRIES, rejected_log=rejected)
+            return optimizer
         common: dict[str, Any] = {
             "objective": OBJECTIVE,
             "prompt_budget": budget,
-            "temperature": settings.optimizer_temperature,
+            "temperature": temperature,
             "reply_format": settings.reply_format,
         }
-        optimizer: GuardedOptoPrime | GuardedOPRO
         if settings.optimizer == "opro":
             # OPRO shows whole values in its history: a worked example must not be cut to 500 chars.
             optimizer = GuardedOPRO(chosen, llm, history_size=4, value_limit=2_000, **common)
         else:
             optimizer = GuardedOptoPrime(chosen, llm, memory_size=settings.memory_size, **common)
-        others = [parameter for path, parameter in named.items() if path not in chosen_paths]
         optimizer.setup_guard(guard, by_node, also_clear=others, rejected_log=rejected)
         return optimizer
 
@@ -421,7 +446,7 @@ def train_agent(
     KeyboardInterrupt also saves them before it propagates.
     """
     started = time.perf_counter()
-    if not settings.parameters and is_small_model(optimizer_llm.config):
+    if not settings.parameters and (settings.optimizer == "lessons" or is_small_model(optimizer_llm.config)):
         settings = settings.model_copy(update={"parameters": list(SMALL_MODEL_PARAMETERS)})
     if data is None:
         data = prepare_data(

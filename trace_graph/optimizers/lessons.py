@@ -1,0 +1,134 @@
+"""Lessons: grow a list of short rules from feedback, one new rule per step.
+
+Rewriting a whole prompt is more than a small model can do: asked for a new value of a list of
+lessons, the embedded 1.5B optimizer copied the parameter's description into it or quoted one
+problem's fix. Writing one sentence that would have prevented the mistakes it is shown is within
+its reach (the "insights" of ExpeL and Reflexion). The parameter holds lessons as lines starting
+with '- '; a step appends one and drops the oldest beyond ``max_lessons``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from pydantic import BaseModel, Field
+
+from trace_graph.llm import ChatMessage, LLMClient, LLMReplyError, LLMRequestError
+from trace_graph.module import Module
+from trace_graph.nodes import ParameterNode
+from trace_graph.optimizers.base import Optimizer, ParameterUpdate, StepResult
+from trace_graph.optimizers.prompt import Section, render_sections
+from trace_graph.report import short_repr
+
+SYSTEM_PROMPT = """\
+You improve a program by teaching it lessons. You see the lessons it follows now and feedback on \
+its latest outputs. Find the mistake behind the feedback and write ONE new lesson: one short \
+sentence, a general rule that would have prevented that kind of mistake on any input. Never copy \
+names, numbers or text from the feedback, and do not repeat a lesson it already has. \
+Reply with one JSON object: {"reasoning": "<the mistake, briefly>", "lesson": "<the new rule>"}"""
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
+
+
+class LessonReply(BaseModel):
+    reasoning: str = Field(default="", max_length=600, description="the mistake behind the feedback")
+    lesson: str = Field(min_length=1, max_length=240, description="one general rule, one sentence")
+
+
+def lesson_lines(value: str) -> list[str]:
+    """The lessons of a value, without their bullets."""
+    lines = (_BULLET.sub("", line).strip() for line in value.splitlines())
+    return [line for line in lines if line]
+
+
+def with_lesson(value: str, lesson: str, max_lessons: int) -> str:
+    """``value`` with ``lesson`` appended as a '- ' line, the oldest dropped beyond ``max_lessons``;
+    unchanged when the lesson is already there (compared case- and space-insensitively)."""
+    new = " ".join(_BULLET.sub("", lesson).split())
+    lessons = lesson_lines(value)
+    if not new or new.casefold() in {line.casefold() for line in lessons}:
+        return value
+    kept = [*lessons, new][-max_lessons:]
+    return "\n".join(f"- {line}" for line in kept)
+
+
+class Lessons(Optimizer):
+    """``Lessons([parameter], llm, max_lessons=6)``: one text parameter holding '- ' lessons."""
+
+    def __init__(
+        self,
+        parameters: Module | Iterable[ParameterNode],
+        llm: LLMClient | None = None,
+        *,
+        max_lessons: int = 6,
+        objective: str | None = None,
+        prompt_budget: int = 6_000,
+        feedback_limit: int = 700,
+        temperature: float | None = None,
+        max_tokens: int | None = 400,
+    ) -> None:
+        super().__init__(parameters, llm, temperature=temperature, max_tokens=max_tokens)
+        if len(self._keys) != 1:
+            raise ValueError(f"Lessons trains one text parameter, got {sorted(self._keys)}")
+        (self.parameter,) = self._keys.values()
+        if not isinstance(self.parameter._value, str):
+            raise ValueError(f"Lessons needs a text parameter, got {type(self.parameter._value).__name__}")
+        if max_lessons < 1:
+            raise ValueError("max_lessons must be at least 1")
+        self.max_lessons = max_lessons
+        self.objective = objective
+        self.prompt_budget = prompt_budget
+        self.feedback_limit = feedback_limit
+
+    def _messages(self) -> tuple[list[ChatMessage], dict[str, ParameterNode]] | None:
+        records = self.feedback_records()
+        if not records:
+            return None
+        current = lesson_lines(self.parameter._value)
+        sections = [
+            Section("Objective", [self.objective] if self.objective else [], priority=True),
+            Section(
+                "Lessons",
+                [f"- {line}" for line in current] or ["(none yet)"],
+                preamble="The program follows these lessons now:",
+                priority=True,
+            ),
+            # Newest first: a rejection of the last proposal is what the model must read.
+            Section("Feedback", [short_repr(r.text, self.feedback_limit) for r in reversed(records)]),
+        ]
+        messages = [
+            ChatMessage(role="system", content=SYSTEM_PROMPT),
+            ChatMessage(role="user", content=render_sections(sections, self.prompt_budget)),
+        ]
+        return messages, {self.key_of(self.parameter): self.parameter}
+
+    def step(self) -> StepResult:
+        """Ask for one lesson and add it. Never raises on a bad reply (a dead endpoint does raise)."""
+        if self.llm is None:
+            raise RuntimeError("this optimizer has no LLM client: pass llm=LLMClient(...) to use step()")
+        built = self._messages()
+        if built is None:
+            return StepResult(skipped="no parameter has feedback: call backward() on an output first")
+        messages, _ = built
+        result = StepResult(prompt_chars=sum(len(message.content) for message in messages))
+        with self.llm.track() as tracker:
+            try:
+                reply = self.llm.structured(
+                    messages, LessonReply, temperature=self.temperature, max_tokens=self.max_tokens
+                )
+            except (LLMReplyError, LLMRequestError) as error:
+                reply = None
+                result.errors.append(f"the LLM call failed: {error}")
+        result.usage = tracker.usage
+        if reply is None:
+            return result
+        result.reasoning, result.raw_reply = reply.reasoning, reply.model_dump_json()
+        old = self.parameter._value
+        new = with_lesson(old, reply.lesson, self.max_lessons)
+        if new != old:
+            self.parameter.value = new
+            result.updates.append(
+                ParameterUpdate(name=self.key_of(self.parameter), old_value=old, new_value=new)
+            )
+        return result
