@@ -92,3 +92,21 @@ def test_it_trains_exactly_one_text_parameter() -> None:
         Lessons([node("a", name="a", trainable=True), node("b", name="b", trainable=True)])
     with pytest.raises(ValueError, match="text parameter"):
         Lessons([node(3, name="weight", trainable=True)])
+
+
+def test_a_lesson_that_was_taken_back_is_shown_as_tried(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    hints = node("", name="hints", trainable=True)
+    optimizer = Lessons([hints], scripted_llm_client)
+    answer(hints, "q").backward("wrong")
+    scripted_llm.add(lesson("Check every sign."), lesson("Name each constraint after its limit."))
+    optimizer.step()
+    hints.value = ""  # what a trainer does when validation got worse
+    optimizer.zero_feedback()
+    answer(hints, "q").backward("still wrong")
+    optimizer.step()
+    first, second = (request.last_user_text for request in scripted_llm.requests)
+    assert "taken back" in second and "- Check every sign." in second.split("#Tried")[1]
+    assert "- Check every sign." not in first
+    assert hints.value == "- Name each constraint after its limit."

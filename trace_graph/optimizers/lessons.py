@@ -4,7 +4,8 @@ Rewriting a whole prompt is more than a small model can do: asked for a new valu
 lessons, the embedded 1.5B optimizer copied the parameter's description into it or quoted one
 problem's fix. Writing one sentence that would have prevented the mistakes it is shown is within
 its reach (the "insights" of ExpeL and Reflexion). The parameter holds lessons as lines starting
-with '- '; a step appends one and drops the oldest beyond ``max_lessons``.
+with '- '; a step appends one and drops the oldest beyond ``max_lessons``. Lessons it added that
+are gone again (a trainer reverted them) are shown as tried, so the next one differs.
 """
 
 from __future__ import annotations
@@ -80,12 +81,15 @@ class Lessons(Optimizer):
         self.objective = objective
         self.prompt_budget = prompt_budget
         self.feedback_limit = feedback_limit
+        self.proposed: list[str] = []  # every lesson this optimizer added, oldest first
 
     def _messages(self) -> tuple[list[ChatMessage], dict[str, ParameterNode]] | None:
         records = self.feedback_records()
         if not records:
             return None
         current = lesson_lines(self.parameter._value)
+        held = {line.casefold() for line in current}
+        tried = [line for line in self.proposed if line.casefold() not in held]
         sections = [
             Section("Objective", [self.objective] if self.objective else [], priority=True),
             Section(
@@ -93,6 +97,11 @@ class Lessons(Optimizer):
                 [f"- {line}" for line in current] or ["(none yet)"],
                 preamble="The program follows these lessons now:",
                 priority=True,
+            ),
+            Section(
+                "Tried",
+                [f"- {line}" for line in tried[-self.max_lessons :]],
+                preamble="Lessons added before, then taken back (write a different one):",
             ),
             # Newest first: a rejection of the last proposal is what the model must read.
             Section("Feedback", [short_repr(r.text, self.feedback_limit) for r in reversed(records)]),
@@ -127,6 +136,7 @@ class Lessons(Optimizer):
         old = self.parameter._value
         new = with_lesson(old, reply.lesson, self.max_lessons)
         if new != old:
+            self.proposed.append(lesson_lines(new)[-1])
             self.parameter.value = new
             result.updates.append(
                 ParameterUpdate(name=self.key_of(self.parameter), old_value=old, new_value=new)
