@@ -110,3 +110,28 @@ def test_a_lesson_that_was_taken_back_is_shown_as_tried(
     assert "taken back" in second and "- Check every sign." in second.split("#Tried")[1]
     assert "- Check every sign." not in first
     assert hints.value == "- Name each constraint after its limit."
+
+
+def test_a_lesson_proposed_before_is_sent_back_and_sampled_again(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    hints = node("", name="hints", trainable=True)
+    optimizer = Lessons([hints], scripted_llm_client, repeat_retries=1)
+    answer(hints, "q").backward("wrong")
+    scripted_llm.add(
+        lesson("Check every sign of every constraint."),
+        lesson("check every  sign of every constraint!"),  # the same lesson again
+        lesson("Give each limit its own constraint."),
+        lesson("Check every sign of each constraint."),
+        lesson("Check every sign of every constraint."),
+    )
+    optimizer.step()
+    hints.value = ""
+    second = optimizer.step()
+    assert second.changed == ["hints"] and hints.value == "- Give each limit its own constraint."
+    retry = scripted_llm.requests[2]
+    assert "added before and taken back" in retry.last_user_text and retry.temperature == 0.8
+    assert scripted_llm.requests[1].temperature in (None, 0.0)
+    hints.value = ""
+    third = optimizer.step()  # two repeats with one retry allowed: an error, nothing changes
+    assert hints.value == "" and not third.updates and "tried before" in third.errors[0]

@@ -5,7 +5,8 @@ lessons, the embedded 1.5B optimizer copied the parameter's description into it 
 problem's fix. Writing one sentence that would have prevented the mistakes it is shown is within
 its reach (the "insights" of ExpeL and Reflexion). The parameter holds lessons as lines starting
 with '- '; a step appends one and drops the oldest beyond ``max_lessons``. Lessons it added that
-are gone again (a trainer reverted them) are shown as tried, so the next one differs.
+are gone again (a trainer reverted them) are shown as tried, and a repeat of any earlier lesson is
+sent back.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ its latest outputs. Find the mistake behind the feedback and write ONE new lesso
 sentence, a general rule that would have prevented that kind of mistake on any input. Never copy \
 names, numbers or text from the feedback, and do not repeat a lesson it already has. \
 Reply with one JSON object: {"reasoning": "<the mistake, briefly>", "lesson": "<the new rule>"}"""
+
+# A lesson sharing this share of its words with an earlier one is the same lesson again.
+SAME_LESSON_OVERLAP = 0.8
+RESAMPLE_TEMPERATURE = 0.8
+_REPEATED = (
+    "That lesson was added before and taken back: it did not help. Write a different lesson, about "
+    "another mistake the feedback shows."
+)
 
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
 
@@ -68,6 +77,7 @@ class Lessons(Optimizer):
         feedback_limit: int = 700,
         temperature: float | None = None,
         max_tokens: int | None = 400,
+        repeat_retries: int = 2,
     ) -> None:
         super().__init__(parameters, llm, temperature=temperature, max_tokens=max_tokens)
         if len(self._keys) != 1:
@@ -81,6 +91,7 @@ class Lessons(Optimizer):
         self.objective = objective
         self.prompt_budget = prompt_budget
         self.feedback_limit = feedback_limit
+        self.repeat_retries = repeat_retries
         self.proposed: list[str] = []  # every lesson this optimizer added, oldest first
 
     def _messages(self) -> tuple[list[ChatMessage], dict[str, ParameterNode]] | None:
@@ -123,9 +134,7 @@ class Lessons(Optimizer):
         result = StepResult(prompt_chars=sum(len(message.content) for message in messages))
         with self.llm.track() as tracker:
             try:
-                reply = self.llm.structured(
-                    messages, LessonReply, temperature=self.temperature, max_tokens=self.max_tokens
-                )
+                reply = self._new_lesson(messages, result)
             except (LLMReplyError, LLMRequestError) as error:
                 reply = None
                 result.errors.append(f"the LLM call failed: {error}")
@@ -142,3 +151,36 @@ class Lessons(Optimizer):
                 ParameterUpdate(name=self.key_of(self.parameter), old_value=old, new_value=new)
             )
         return result
+
+    def _new_lesson(self, messages: list[ChatMessage], result: StepResult) -> LessonReply | None:
+        """A lesson not proposed before. A repeat is sent back and sampled again: at temperature 0 the
+        embedded model wrote the same lesson in eight steps running, whatever the feedback."""
+        assert self.llm is not None
+        temperature = self.temperature
+        for _ in range(self.repeat_retries + 1):
+            reply = self.llm.structured(
+                messages, LessonReply, temperature=temperature, max_tokens=self.max_tokens
+            )
+            if not self.was_proposed(reply.lesson):
+                return reply
+            messages = [
+                *messages,
+                ChatMessage(role="assistant", content=reply.model_dump_json()),
+                ChatMessage(role="user", content=_REPEATED),
+            ]
+            temperature = max(temperature or 0.0, RESAMPLE_TEMPERATURE)
+        result.errors.append(f"every lesson proposed had been tried before (last: {reply.lesson!r})")
+        return None
+
+    def was_proposed(self, lesson: str) -> bool:
+        """Whether ``lesson`` says what an earlier proposal said (same words, nearly all of them)."""
+        words = _words(lesson)
+        return any(_overlap(words, _words(earlier)) >= SAME_LESSON_OVERLAP for earlier in self.proposed)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.casefold()))
+
+
+def _overlap(first: set[str], second: set[str]) -> float:
+    return len(first & second) / len(first | second) if first | second else 1.0
