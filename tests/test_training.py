@@ -571,6 +571,16 @@ def test_hints_that_quote_one_problem_are_refused() -> None:
     assert modeling_hints_problems(general) == []
 
 
+def test_a_hint_that_reports_the_feedback_instead_of_a_rule_is_refused() -> None:
+    # accepted on a validation tie in a real run with the lessons optimizer, before this check
+    real = (
+        "- The feedback indicates that the model was unable to build the model due to an undefined "
+        "objective in the input prompt."
+    )
+    [problem] = modeling_hints_problems(real)
+    assert "describes the feedback" in problem
+
+
 def test_sanity_code_must_keep_its_signature_and_accept_a_right_answer() -> None:
     assert "compile" in sanity_code_problems("def sanity_rules(facts):\n  return [")[0]
     assert "one argument" in sanity_code_problems("def sanity_rules(facts, extra):\n    return []")[0]

@@ -145,6 +145,11 @@ _SNAKE_CASE_NAME = re.compile(r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b")
 _IR_FIELD_NAMES = frozenset({"for_all", "from_table", "key_columns", "missing_information"})
 
 
+# The embedded optimizer's accepted "lesson": "The feedback indicates that the model was unable to
+# build the model due to an undefined objective ..." (a report of what went wrong, not a rule).
+_ABOUT_FEEDBACK = re.compile(r"\bfeedback\b", re.IGNORECASE)
+
+
 def specific_details(lesson: str) -> list[str]:
     """The numbers, coefficient terms and variable-like names that tie a lesson to one problem."""
     found = _COEFFICIENT_TIMES_NAME.findall(lesson) + _SEVERAL_DIGITS.findall(lesson)
@@ -167,6 +172,11 @@ def modeling_hints_problems(value: str) -> list[str]:
             problems.append(
                 f"lesson {number} quotes one problem's numbers or names ({quoted}); a lesson must hold "
                 "for every problem, e.g. '- a minimum requirement is written with >='"
+            )
+        if _ABOUT_FEEDBACK.search(line):
+            problems.append(
+                f"lesson {number} describes the feedback; the agent never sees it: write the rule that "
+                "prevents the mistake, e.g. '- a minimum requirement is written with >='"
             )
     return problems
 

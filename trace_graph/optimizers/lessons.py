@@ -26,7 +26,8 @@ from trace_graph.report import short_repr
 SYSTEM_PROMPT = """\
 You improve a program by teaching it lessons. You see the lessons it follows now and feedback on \
 its latest outputs. Find the mistake behind the feedback and write ONE new lesson: one short \
-sentence, a general rule that would have prevented that kind of mistake on any input. Never copy \
+sentence in the imperative, a general rule that would have prevented that kind of mistake on any \
+input (a rule to follow, not a description of the feedback). Never copy \
 names, numbers or text from the feedback, and do not repeat a lesson it already has. \
 Reply with one JSON object: {"reasoning": "<the mistake, briefly>", "lesson": "<the new rule>"}"""
 
@@ -42,8 +43,14 @@ _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
 
 
 class LessonReply(BaseModel):
-    reasoning: str = Field(default="", max_length=600, description="the mistake behind the feedback")
-    lesson: str = Field(min_length=1, max_length=240, description="one general rule, one sentence")
+    # Required and first: with an optional reasoning the embedded model skipped it and wrote its
+    # analysis ("The feedback indicates that ...") as the lesson.
+    reasoning: str = Field(min_length=1, max_length=600, description="the mistake behind the feedback")
+    lesson: str = Field(
+        min_length=1,
+        max_length=160,
+        description="one general rule in the imperative, e.g. 'Write a minimum requirement with >='",
+    )
 
 
 def lesson_lines(value: str) -> list[str]:
