@@ -10,12 +10,13 @@ holding numbers ("from_table": "costs.cost").
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.data_tables import DataMappingError, DataTable, parameter_value, set_elements
-from solvers.ir import Binding, Constraint, Formulation, IndexSet, Objective, Parameter, Variable
+from solvers.ir import IDENTIFIER, Binding, Constraint, Formulation, IndexSet, Objective, Parameter, Variable
 
 
 class DraftSet(BaseModel):
@@ -122,12 +123,82 @@ def _unique_label(name: str, taken: set[str]) -> str:
     return f"{name}_{suffix}"
 
 
+_NON_WORD = re.compile(r"\W+")
+# A single `=` between two sides, i.e. not part of <=, >=, == or !=.
+_LONE_EQUALS = re.compile(r"(?<![<>=!])=(?!=)")
+_COMPARISON = re.compile(r"<=|>=|==")
+
+
+def _as_identifier(name: str) -> str:
+    """'Park Avenue' -> 'Park_Avenue'. A name that is an identifier already, or that would not
+    become one ('2x' reads as 2*x: guessing is the repair round's job), is returned as is."""
+    cleaned = _NON_WORD.sub("_", name.strip()).strip("_")
+    return cleaned if IDENTIFIER.match(cleaned) else name
+
+
+def _renamer(renames: dict[str, str]) -> Callable[[str], str]:
+    """Replaces each old name, as a whole phrase, by its new one; longest first, so 'Park Avenue
+    North' is not half-replaced by 'Park Avenue'."""
+    if not renames:
+        return lambda text: text
+    alternatives = "|".join(re.escape(old) for old in sorted(renames, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+    return lambda text: pattern.sub(lambda match: renames[match.group(0)], text)
+
+
+def tidy_draft(draft: FormulationDraft) -> FormulationDraft:
+    """Fix the two slips of a small model that have exactly one meaning, before building:
+
+    - a name that is not an identifier ("Park Avenue") becomes one ("Park_Avenue"), everywhere the
+      name is used (expressions, index lists, for_all bindings);
+    - a constraint written with a single `=` ("stock_1 = make_1 - 70") is an equation (`==`).
+
+    Anything else that does not build is left for the repair round to explain.
+    """
+    declared = [item.name for item in [*draft.sets, *draft.parameters, *draft.variables]]
+    rename = _renamer({name: _as_identifier(name) for name in declared if _as_identifier(name) != name})
+
+    def equation(expression: str) -> str:
+        renamed = rename(expression)
+        if _COMPARISON.search(renamed) or len(_LONE_EQUALS.findall(renamed)) != 1:
+            return renamed
+        return _LONE_EQUALS.sub("==", renamed)
+
+    return draft.model_copy(
+        update={
+            "sets": [s.model_copy(update={"name": rename(s.name)}) for s in draft.sets],
+            "parameters": [
+                p.model_copy(update={"name": rename(p.name), "index": [rename(i) for i in p.index]})
+                for p in draft.parameters
+            ],
+            "variables": [
+                v.model_copy(update={"name": rename(v.name), "index": [rename(i) for i in v.index]})
+                for v in draft.variables
+            ],
+            "objective": draft.objective.model_copy(
+                update={"expression": rename(draft.objective.expression)}
+            ),
+            "constraints": [
+                c.model_copy(
+                    update={
+                        "name": _as_identifier(c.name),
+                        "expression": equation(c.expression),
+                        "for_all": [rename(binding) for binding in c.for_all],
+                    }
+                )
+                for c in draft.constraints
+            ],
+        }
+    )
+
+
 def draft_to_formulation(draft: FormulationDraft, tables: list[DataTable] | None = None) -> Formulation:
     """Build the IR, reading table-backed sets and parameters from the real tables.
 
     Collects every problem it can find before raising, so one repair round can fix them all.
     """
     tables = tables or []
+    draft = tidy_draft(draft)
     problems: list[str] = []
     sets: list[IndexSet] = []
     for item in draft.sets:

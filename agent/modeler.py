@@ -74,7 +74,9 @@ class AgentOptions(BaseModel):
     samples: int = Field(default=1, ge=1, description="self-consistency: formulations to vote over")
     temperature: float = Field(default=0.0, ge=0, description="for a single sample")
     sample_temperature: float = Field(default=0.7, gt=0, description="when samples > 1")
-    max_tokens: int = Field(default=1024, ge=64)
+    # 1,024 cut off 8 of synth-v1's 25 rejected medium/hard replies mid-JSON; a first prompt is
+    # ~1.1k tokens and a repair prompt ~2k, so 1,536 still fits the embedded model's 4k context.
+    max_tokens: int = Field(default=1536, ge=64)
     interactive: bool = Field(
         default=False,
         description="ask clarifying questions when data is missing, instead of recording an assumption",

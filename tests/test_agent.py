@@ -151,7 +151,8 @@ def test_build_error_is_repaired_with_the_names_that_exist(
 
 
 def test_invalid_names_in_the_draft_are_repaired(scripted_llm: ScriptedLLMServer, client: LLMClient) -> None:
-    variables = [{"name": "loaves of bread"}, {"name": "cake"}]
+    # "loaves of bread" would be tidied into loaves_of_bread; a leading digit has no safe reading
+    variables = [{"name": "2 loaves"}, {"name": "cake"}]
     scripted_llm.add(variant(variables=variables), GOOD_JSON)
     answer = agent_for(client).solve(BAKERY)
     assert answer.status == AnswerStatus.OPTIMAL
