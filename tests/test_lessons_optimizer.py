@@ -135,3 +135,35 @@ def test_a_lesson_proposed_before_is_sent_back_and_sampled_again(
     hints.value = ""
     third = optimizer.step()  # two repeats with one retry allowed: an error, nothing changes
     assert hints.value == "" and not third.updates and "tried before" in third.errors[0]
+
+
+def test_the_lessons_tried_survive_a_checkpoint(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    hints = node("", name="hints", trainable=True)
+    optimizer = Lessons([hints], scripted_llm_client)
+    answer(hints, "q").backward("wrong")
+    scripted_llm.add(lesson("Check every sign."))
+    optimizer.step()
+    memory = json.loads(json.dumps(optimizer.memory_state()))  # what a checkpoint file holds
+    hints.value = ""  # reverted, then the run stops
+    restarted = Lessons([hints], scripted_llm_client)
+    restarted.load_memory_state(memory)
+    assert restarted.was_proposed("check every sign!")
+    answer(hints, "q").backward("still wrong")
+    scripted_llm.add(lesson("Name each constraint after its limit."))
+    restarted.step()
+    assert "- Check every sign." in scripted_llm.requests[-1].last_user_text.split("#Tried")[1]
+
+
+def test_opro_history_survives_a_checkpoint(scripted_llm_client: LLMClient) -> None:
+    from trace_graph.optimizers import OPRO
+
+    prompt = node("be brief", name="prompt", trainable=True)
+    optimizer = OPRO([prompt], scripted_llm_client)
+    optimizer.record(0.5, "score: 0.5")
+    prompt.value = "be exact"
+    optimizer.record(0.8, "score: 0.8")
+    restored = OPRO([prompt], scripted_llm_client)
+    restored.load_memory_state(json.loads(json.dumps(optimizer.memory_state())))
+    assert restored.history == optimizer.history and len(restored.history) == 2

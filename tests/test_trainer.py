@@ -200,6 +200,8 @@ def test_checkpoint_saves_best_parameters_and_resumes(
     checkpoint = tmp_path / "run.json"
     scripted_llm.add(reply({"weight": 2.0}), reply({"weight": 10.0}), reply({"weight": 2.5}))
     first, _ = weight_trainer(scripted_llm_client)
+    assert isinstance(first.optimizer, OptoPrime)
+    first.optimizer.memory_size = 5
     first.fit(TRAIN, checkpoint=checkpoint)
     document = json.loads(checkpoint.read_text())
     assert document["best_state"] == {"weight": 2.5} and document["state"] == {"weight": 2.5}
@@ -217,6 +219,9 @@ def test_checkpoint_saves_best_parameters_and_resumes(
         resumed, weight = weight_trainer(scripted_llm_client, epochs=2)
     resumed.load_checkpoint(checkpoint)
     assert weight.value == 2.5 and resumed.best_val_score == first.best_val_score
+    # OptoPrime's memory of its three attempts comes back too, so it does not retry them blind
+    assert isinstance(resumed.optimizer, OptoPrime)
+    assert len(first.optimizer.memory) == 3 and resumed.optimizer.memory == first.optimizer.memory
     requests_before = scripted_llm.request_count
     history = resumed.fit(TRAIN, checkpoint=checkpoint)
     assert scripted_llm.request_count - requests_before == 3

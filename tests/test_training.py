@@ -384,6 +384,8 @@ def test_resume_continues_the_logged_run(
         settings_for(tmp_path, train, val, train_limit=2), scripted_llm_client, scripted_llm_client
     )
     assert first.steps == 1
+    memory = json.loads((tmp_path / "params-log" / "checkpoint.json").read_text())["optimizer_memory"]
+    assert memory["steps_taken"] == 1  # the optimizer's count and memory survive a resume
     again = settings_for(tmp_path, train, val, train_limit=2, epochs=2, resume=True)
     second = train_agent(again, scripted_llm_client, scripted_llm_client)
     assert second.steps == 2 and second.best_val_accuracy == 1.0
@@ -732,3 +734,26 @@ def test_hints_in_another_layout_are_put_in_lessons_form() -> None:
         "- Read every limit.\n- Keep units.\n- Whole items are integer"
     )
     assert as_lessons("- already fine") == "- already fine"
+
+
+def test_a_rotating_optimizer_checkpoints_each_parts_memory_and_the_turn(
+    scripted_llm_client: LLMClient,
+) -> None:
+    from agent.training.guards import GuardedLessons
+    from agent.training.rotation import RotatingOptimizer
+    from trace_graph.nodes import node
+
+    def rotation() -> RotatingOptimizer:
+        hints = node("", name="hints", trainable=True)
+        other = node("", name="other_hints", trainable=True)
+        return RotatingOptimizer(
+            [GuardedLessons([hints], scripted_llm_client), GuardedLessons([other], scripted_llm_client)]
+        )
+
+    first = rotation()
+    first.turn = 1
+    first.parts[1].proposed.append("Check every sign.")
+    restored = rotation()
+    restored.load_memory_state(json.loads(json.dumps(first.memory_state())))
+    assert restored.turn == 1 and restored.parts[1].was_proposed("check every sign")
+    assert not restored.parts[0].proposed

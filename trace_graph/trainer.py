@@ -394,15 +394,14 @@ class Trainer:
             "best_val_score": self.best_val_score,
             "best_state": self._encode(self.best_state),
             "state": self._encode(self.optimizer.state_dict()),
+            "optimizer_memory": self.optimizer.memory_state(),
             "history": self.history.model_dump(mode="json")["records"],
         }
         Path(path).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore what ``save_checkpoint`` wrote: the history, the best and the current parameters.
-
-        Optimizer memory (OptoPrime's past attempts, OPRO's history) is not part of a checkpoint.
-        """
+        """Restore what ``save_checkpoint`` wrote: the history, the best and the current parameters,
+        and the optimizer's memory (OptoPrime's past attempts, OPRO's history, the lessons tried)."""
         document = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a trainer checkpoint (expected format {CHECKPOINT_FORMAT!r})")
@@ -417,6 +416,8 @@ class Trainer:
         self.best_val_score = document["best_val_score"]
         self.best_state = self._decode(document["best_state"])
         self.optimizer.load_state_dict(self._decode(document["state"]))
+        # checkpoints written before the memory was saved have none: the run resumes without it
+        self.optimizer.load_memory_state(document.get("optimizer_memory", {}))
 
     def _encode(self, state: dict[str, Any]) -> dict[str, Any]:
         parameters = dict(zip(state, self._parameters_for(state), strict=True))

@@ -9,6 +9,8 @@ others appear as inputs, shortened) and each parameter keeps its own memory of p
 
 from __future__ import annotations
 
+from typing import Any
+
 from agent.training.guards import GuardedOptimizer, RejectedUpdate
 from trace_graph.llm import ChatMessage
 from trace_graph.nodes import ParameterNode
@@ -34,6 +36,14 @@ class RotatingOptimizer(Optimizer):
     def zero_feedback(self) -> None:
         for part in self.parts:
             part.zero_feedback()
+
+    def memory_state(self) -> dict[str, Any]:
+        return {"turn": self.turn, "parts": [part.memory_state() for part in self.parts]}
+
+    def load_memory_state(self, state: dict[str, Any]) -> None:
+        self.turn = int(state.get("turn", 0))
+        for part, memory in zip(self.parts, state.get("parts", []), strict=False):
+            part.load_memory_state(memory)
 
     def observe_score(self, score: float) -> None:
         self._score = score  # given to the part that steps next, whose values it scored

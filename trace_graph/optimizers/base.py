@@ -443,6 +443,14 @@ class Optimizer(ABC):
         for key, value in state.items():
             self._keys[key].value = copy.deepcopy(value)
 
+    def memory_state(self) -> dict[str, Any]:
+        """What the optimizer remembers of past steps, as JSON values, for a trainer checkpoint;
+        without it a resumed run would propose again what it already tried."""
+        return {}
+
+    def load_memory_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``memory_state`` returned."""
+
     def observe_score(self, score: float) -> None:  # noqa: B027 - optional hook
         """A numeric score of the current values (the trainer reports each minibatch's mean).
 

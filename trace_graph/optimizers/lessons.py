@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -100,6 +101,12 @@ class Lessons(Optimizer):
         self.feedback_limit = feedback_limit
         self.repeat_retries = repeat_retries
         self.proposed: list[str] = []  # every lesson this optimizer added, oldest first
+
+    def memory_state(self) -> dict[str, Any]:
+        return {"proposed": list(self.proposed)}
+
+    def load_memory_state(self, state: dict[str, Any]) -> None:
+        self.proposed = [str(lesson) for lesson in state.get("proposed", [])]
 
     def _messages(self) -> tuple[list[ChatMessage], dict[str, ParameterNode]] | None:
         records = self.feedback_records()

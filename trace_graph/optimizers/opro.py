@@ -94,6 +94,18 @@ class OPRO(Optimizer):
             return (0, 0.0)
         return (1, entry.score if self.maximize else -entry.score)
 
+    def memory_state(self) -> dict[str, Any]:
+        return {
+            "history": [entry.model_dump(mode="json") for entry in self._entries],
+            "observed": list(self._observed),
+            "latest_feedback": self._latest_feedback,
+        }
+
+    def load_memory_state(self, state: dict[str, Any]) -> None:
+        self._entries = [HistoryEntry.model_validate(entry) for entry in state.get("history", [])]
+        self._observed = [float(score) for score in state.get("observed", [])]
+        self._latest_feedback = str(state.get("latest_feedback", ""))
+
     def record(self, score: float | None, feedback: str = "") -> HistoryEntry:
         """Add the current values with their score; the same values seen again keep the newer score."""
         values = {key: copy.deepcopy(parameter._value) for key, parameter in self._keys.items()}

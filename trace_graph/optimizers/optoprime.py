@@ -15,7 +15,8 @@ kept first; long code listings keep their first and last lines).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from trace_graph.llm import ChatMessage, LLMClient
 from trace_graph.module import Module
@@ -116,6 +117,13 @@ class OptoPrime(Optimizer):
         self.memory: list[Attempt] = []
         self._pending_attempt: Attempt | None = None
         self._steps_taken = 0
+
+    def memory_state(self) -> dict[str, Any]:
+        return {"memory": [asdict(attempt) for attempt in self.memory], "steps_taken": self._steps_taken}
+
+    def load_memory_state(self, state: dict[str, Any]) -> None:
+        self.memory = [Attempt(**attempt) for attempt in state.get("memory", [])]
+        self._steps_taken = int(state.get("steps_taken", len(self.memory)))
 
     # -- the prompt --------------------------------------------------------------------------------
 
