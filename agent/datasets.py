@@ -19,12 +19,15 @@ Groups load several members at once and take `split` = a member's suffix:
 `nl4opt-competition` (splits test, dev), `mamo` (easy, complex), `industryor` (v1, v2).
 
 Labels. `status` is "optimal" with a numeric `objective`, "infeasible" for the sentinels the
-sources use for problems without an optimum ("No Best Solution", -99999), or "unlabelled".
+sources use for problems without an optimum ("No Best Solution", -99999), "unbounded" (written by
+OptiTrace's synthesis, whose solver-made labels can tell the two apart), or "unlabelled".
 For `results`-dict sets the objective is the LAST entry and `values` holds every entry.
 
 A user file (`load_dataset("my.jsonl")`) is JSON Lines or a JSON array of objects
 
     {"id": "optional, defaults to the row index", "question": "...", "answer": 1160 | "1160" | "infeasible"}
+
+(or "unbounded").
 
 `answer` may be omitted or null (unlabelled); extra fields become string metadata. Files in the
 public formats above are recognized by their fields, so a re-labelled copy loads the same way.
@@ -48,7 +51,8 @@ INFEASIBLE_SENTINEL = -99999.0
 NO_SOLUTION_TEXTS = frozenset({"no best solution", "infeasible", "no solution", "no feasible solution"})
 
 Format = Literal["cardinal", "mamo", "results", "nl4opt_competition", "industryor", "user"]
-LabelStatus = Literal["optimal", "infeasible", "unlabelled"]
+UNBOUNDED_TEXTS = frozenset({"unbounded", "unbounded objective"})
+LabelStatus = Literal["optimal", "infeasible", "unbounded", "unlabelled"]
 
 
 class DatasetError(ValueError):
@@ -333,12 +337,15 @@ def file_sha256(path: Path) -> str:
 
 
 def parse_answer(raw: object) -> Label:
-    """A scalar answer as the public files write it -> Label (sentinels become "infeasible")."""
+    """A scalar answer as the public files write it -> Label (sentinels become "infeasible",
+    "unbounded" stays unbounded)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return Label(status="unlabelled", raw="" if raw is None else raw)
     text = str(raw)
     if isinstance(raw, str) and raw.strip().lower() in NO_SOLUTION_TEXTS:
         return Label(status="infeasible", raw=text)
+    if isinstance(raw, str) and raw.strip().lower() in UNBOUNDED_TEXTS:
+        return Label(status="unbounded", raw=text)
     if isinstance(raw, bool):
         raise DatasetError(f"answer {raw!r} is a boolean, not a number")
     try:

@@ -13,7 +13,8 @@ report names its rule and shows the others next to it:
 A label of status "infeasible" (the sources' "No Best Solution" / -99999) is matched only by a
 prediction whose status is infeasible or infeasible_or_unbounded, under every rule; such a
 prediction is wrong against a numeric label. ORLM itself compares -99999 numerically; we treat it
-as the no-solution marker its authors meant. A missing or non-finite prediction is wrong.
+as the no-solution marker its authors meant. Likewise an "unbounded" label is matched only by an
+unbounded or infeasible_or_unbounded prediction. A missing or non-finite prediction is wrong.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from solvers.result import SolveResult, SolveStatus
 
 HEADLINE_RULE = "rel_1e-6"
 INFEASIBLE_PREDICTIONS = frozenset({SolveStatus.INFEASIBLE, SolveStatus.INFEASIBLE_OR_UNBOUNDED})
+UNBOUNDED_PREDICTIONS = frozenset({SolveStatus.UNBOUNDED, SolveStatus.INFEASIBLE_OR_UNBOUNDED})
 # A number counts as an answer only from a run that found a solution (a time-limited run's incumbent).
 ANSWERING_STATUSES = frozenset({SolveStatus.OPTIMAL, SolveStatus.TIME_LIMIT})
 
@@ -145,6 +147,8 @@ def score(
         predicted = SolveStatus.OPTIMAL if objective is not None else None
     if label.status == "infeasible":
         correct = dict.fromkeys(_RULES, predicted in INFEASIBLE_PREDICTIONS)
+    elif label.status == "unbounded":
+        correct = dict.fromkeys(_RULES, predicted in UNBOUNDED_PREDICTIONS)
     elif (
         predicted not in ANSWERING_STATUSES
         or objective is None

@@ -89,6 +89,15 @@ def test_infeasible_label() -> None:
     assert verdicts(parse_answer("-99999"), None, SolveStatus.INFEASIBLE) == dict.fromkeys(ALL, True)
 
 
+def test_unbounded_label() -> None:
+    label = parse_answer("unbounded")
+    assert label.status == "unbounded" and label.objective is None
+    assert verdicts(label, None, SolveStatus.UNBOUNDED) == dict.fromkeys(ALL, True)
+    assert verdicts(label, None, "infeasible_or_unbounded") == dict.fromkeys(ALL, True)
+    assert verdicts(label, None, SolveStatus.INFEASIBLE) == dict.fromkeys(ALL, False)
+    assert verdicts(label, 1e9) == dict.fromkeys(ALL, False)  # a big optimum is still an optimum
+
+
 def test_infeasible_prediction_against_a_number_is_wrong() -> None:
     label = parse_answer("0")
     assert verdicts(label, None, SolveStatus.INFEASIBLE) == dict.fromkeys(ALL, False)

@@ -212,6 +212,21 @@ def test_infeasible_labels_are_kept_only_with_an_infeasible_answer(
     assert load_dataset(config.out).problems[0].label.status == "infeasible"
 
 
+def test_an_unbounded_label_is_written_so_that_eval_loads_it_as_unbounded(tmp_path: Path) -> None:
+    from agent.synthesis.pipeline import answer_of
+
+    rows_written = [
+        {"id": "u", "question": "q", "answer": answer_of(InstanceLabel(status="unbounded"))},
+        {"id": "i", "question": "q", "answer": answer_of(InstanceLabel(status="infeasible"))},
+        {"id": "o", "question": "q", "answer": answer_of(InstanceLabel(status="optimal", objective=4.5))},
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows_written))
+    labels = [problem.label for problem in load_dataset(path).problems]
+    assert [label.status for label in labels] == ["unbounded", "infeasible", "optimal"]
+    assert labels[2].objective == 4.5
+
+
 def test_forward_verdict_uses_rel_1e6_on_abs_label_plus_one() -> None:
     label = InstanceLabel(status="optimal", objective=1000.0)
     assert forward_verdict(label, ForwardResult(status="optimal", objective=1000.0009))[0]  # 9e-7 relative

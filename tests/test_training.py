@@ -464,6 +464,11 @@ def test_feedback_for_solved_answers(scripted_llm: ScriptedLLMServer, scripted_l
         infeasible_label, oneshot_answer(scripted_llm, scripted_llm_client, bakery_draft([OVEN]))
     )
     assert missed.kind == "missed_infeasibility" and "no feasible plan" in missed.feedback
+    unbounded_label = LABELLED.model_copy(update={"label": Label(status="unbounded", raw="unbounded")})
+    limited = item_feedback(
+        unbounded_label, oneshot_answer(scripted_llm, scripted_llm_client, bakery_draft([OVEN]))
+    )
+    assert limited.kind == "missed_unboundedness" and "without limit" in limited.feedback
 
 
 def test_feedback_for_failed_answers(scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient) -> None:

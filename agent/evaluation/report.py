@@ -251,7 +251,7 @@ def _params_changes(groups: dict[GroupKey, list[EvalRecord]]) -> list[ParamsChan
 
 
 def _wrong_item(model: str, params: str, record: EvalRecord) -> WrongItem:
-    label = "infeasible" if record.label_status == "infeasible" else _number(record.label_objective)
+    label = _number(record.label_objective) if record.label_status == "optimal" else record.label_status
     predicted = _number(record.predicted_objective) if record.predicted_objective is not None else "-"
     return WrongItem(
         model=model,

@@ -87,9 +87,6 @@ class AgentFormulator:
 
 def forward_verdict(label: InstanceLabel, result: ForwardResult) -> tuple[bool, str]:
     """(matches, reason). The headline rule of agent.scoring: rel 1e-6 on |label| + 1."""
-    if label.status == "unbounded":
-        ok = result.status in {"unbounded", "infeasible_or_unbounded"}
-        return ok, "" if ok else f"label unbounded, formulator said {result.status}"
     status = result.status if result.status in {s.value for s in SolveStatus} else SolveStatus.ERROR.value
     truth = Label(
         status=label.status,  # type: ignore[arg-type]
@@ -99,8 +96,8 @@ def forward_verdict(label: InstanceLabel, result: ForwardResult) -> tuple[bool, 
     card = score(truth, result.objective, status)
     if card.headline:
         return True, ""
-    if label.status == "infeasible":
-        return False, f"label infeasible, formulator said {result.status} ({result.objective})"
+    if label.status != "optimal":
+        return False, f"label {label.status}, formulator said {result.status} ({result.objective})"
     if result.objective is None:
         detail = f": {result.error[:200]}" if result.error else ""
         return False, f"no optimum from the formulator (status {result.status}){detail}"
@@ -228,12 +225,9 @@ class ItemResult(BaseModel):
         }
 
 
-def answer_of(label: InstanceLabel) -> float | str | None:
-    """The `answer` field agent.datasets reads: the optimum, "infeasible", or null (unbounded has
-    no label status there, so it is written unlabelled with label_status "unbounded")."""
-    if label.status == "optimal":
-        return label.objective
-    return "infeasible" if label.status == "infeasible" else None
+def answer_of(label: InstanceLabel) -> float | str:
+    """The `answer` field agent.datasets reads: the optimum, "infeasible" or "unbounded"."""
+    return label.objective if label.status == "optimal" and label.objective is not None else label.status
 
 
 def run_item(

@@ -26,6 +26,7 @@ OutcomeKind = Literal[
     "correct",
     "wrong_objective",
     "missed_infeasibility",
+    "missed_unboundedness",
     "infeasible",
     "unbounded",
     "parse_error",
@@ -113,6 +114,8 @@ def classify(answer: AgentAnswer, card: ScoreCard, crashed: bool) -> OutcomeKind
         return "unbounded"
     if card.label_status == "infeasible":
         return "missed_infeasibility"
+    if card.label_status == "unbounded":
+        return "missed_unboundedness"
     if answer.check is not None and not answer.check.ok:
         return "verification_failed"
     return "wrong_objective"
@@ -173,11 +176,10 @@ def item_feedback(
     card = score(problem.label, answer.objective, _VERDICTS.get(answer.status), problem.id)
     kind = classify(answer, card, crash is not None)
     label = problem.label
-    label_text = (
-        "infeasible (no plan satisfies the problem)"
-        if label.status == "infeasible"
-        else (format_number(label.objective) if label.objective is not None else "?")
-    )
+    label_text = {
+        "infeasible": "infeasible (no plan satisfies the problem)",
+        "unbounded": "unbounded (the objective can improve without limit)",
+    }.get(label.status, format_number(label.objective) if label.objective is not None else "?")
     predicted = answer.objective
     predicted_text = format_number(predicted) if predicted is not None else "none"
     failure = _last_failure(answer)
@@ -211,6 +213,12 @@ def item_feedback(
             f"Wrong: the problem has no feasible plan, but the model found an optimum {predicted_text}. "
             "A requirement or limit stated in the problem is missing or too weak."
         )
+    elif kind == "missed_unboundedness":
+        text = (
+            f"Wrong: the problem's objective can improve without limit, but the model found an optimum "
+            f"{predicted_text}. The model limits something the problem leaves unlimited, or its sense is "
+            "reversed."
+        )
     elif kind == "verification_failed":
         assert answer.check is not None
         text = (
@@ -222,8 +230,9 @@ def item_feedback(
             evidence.solve_failed(answer.solve) if answer.solve is not None else answer.error or ""
         )
         text = (
-            f"Wrong: the model is {answer.status.value.replace('_', ' ')}, but the problem has the optimum "
-            f"{label_text}.\n{_cut(detail, _EVIDENCE_CHARS)}"
+            f"Wrong: the model is {answer.status.value.replace('_', ' ')}, but the problem "
+            f"{'is' if label.status != 'optimal' else 'has the optimum'} {label_text}."
+            f"\n{_cut(detail, _EVIDENCE_CHARS)}"
         )
     elif kind == "needs_clarification":
         asked = "; ".join(answer.clarifying_questions) or "(no question given)"
