@@ -167,3 +167,24 @@ def test_opro_history_survives_a_checkpoint(scripted_llm_client: LLMClient) -> N
     restored = OPRO([prompt], scripted_llm_client)
     restored.load_memory_state(json.loads(json.dumps(optimizer.memory_state())))
     assert restored.history == optimizer.history and len(restored.history) == 2
+
+
+def test_a_lesson_cut_at_the_length_bound_keeps_its_complete_clauses_or_is_asked_again(
+    scripted_llm: ScriptedLLMServer, scripted_llm_client: LLMClient
+) -> None:
+    from trace_graph.optimizers.lessons import LESSON_MAX_CHARS, complete_lesson
+
+    clauses = "Write every minimum requirement with >= and every capacity with <=, then check each sign"
+    cut = (clauses + " against the words of the problem before you answer it " * 3)[:LESSON_MAX_CHARS]
+    assert complete_lesson(cut) == "Write every minimum requirement with >= and every capacity with <=."
+    stump = ("Always " + "write " * 40)[:LESSON_MAX_CHARS]
+    assert complete_lesson(stump) is None
+    assert complete_lesson("Short and whole") == "Short and whole"
+
+    hints = node("", name="hints", trainable=True)
+    optimizer = Lessons([hints], scripted_llm_client)
+    answer(hints, "q").backward("wrong")
+    scripted_llm.add(lesson(stump), lesson("Give each limit its own constraint."))
+    optimizer.step()
+    assert hints.value == "- Give each limit its own constraint."
+    assert "cut off" in scripted_llm.requests[1].last_user_text

@@ -40,6 +40,15 @@ _REPEATED = (
     "another mistake the feedback shows."
 )
 
+_CUT_OFF = (
+    "That lesson was cut off at {limit} characters, mid-sentence. Write the rule again as one complete "
+    "sentence well under {limit} characters."
+)
+LESSON_MAX_CHARS = 160
+# A cut-off lesson keeps its first clauses when they say this much; a shorter stump is asked again.
+MIN_KEPT_CHARS = 40
+_CLAUSE_END = re.compile(r"[.;:!?,](?=\s)")
+
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s*")
 
 
@@ -49,9 +58,21 @@ class LessonReply(BaseModel):
     reasoning: str = Field(min_length=1, max_length=600, description="the mistake behind the feedback")
     lesson: str = Field(
         min_length=1,
-        max_length=160,
+        max_length=LESSON_MAX_CHARS,
         description="one general rule in the imperative, e.g. 'Write a minimum requirement with >='",
     )
+
+
+def complete_lesson(lesson: str, limit: int = LESSON_MAX_CHARS) -> str | None:
+    """The lesson, or its complete clauses when the length bound cut it mid-sentence (constrained
+    decoding stops a rambling lesson at exactly ``limit`` characters); None when too little is left.
+    """
+    text = lesson.strip()
+    if len(lesson) < limit or text.endswith((".", "!", "?")):
+        return text
+    ends = [match.start() for match in _CLAUSE_END.finditer(text)]
+    kept = text[: ends[-1]].rstrip() if ends else ""
+    return f"{kept}." if len(kept) >= MIN_KEPT_CHARS else None
 
 
 def lesson_lines(value: str) -> list[str]:
@@ -171,19 +192,25 @@ class Lessons(Optimizer):
         embedded model wrote the same lesson in eight steps running, whatever the feedback."""
         assert self.llm is not None
         temperature = self.temperature
+        problem = ""
         for _ in range(self.repeat_retries + 1):
             reply = self.llm.structured(
                 messages, LessonReply, temperature=temperature, max_tokens=self.max_tokens
             )
-            if not self.was_proposed(reply.lesson):
-                return reply
+            lesson = complete_lesson(reply.lesson)
+            if lesson is None:
+                problem, follow_up = "was cut off mid-sentence", _CUT_OFF.format(limit=LESSON_MAX_CHARS)
+            elif self.was_proposed(lesson):
+                problem, follow_up = "had been tried before", _REPEATED
+            else:
+                return reply.model_copy(update={"lesson": lesson})
             messages = [
                 *messages,
                 ChatMessage(role="assistant", content=reply.model_dump_json()),
-                ChatMessage(role="user", content=_REPEATED),
+                ChatMessage(role="user", content=follow_up),
             ]
             temperature = max(temperature or 0.0, RESAMPLE_TEMPERATURE)
-        result.errors.append(f"every lesson proposed had been tried before (last: {reply.lesson!r})")
+        result.errors.append(f"every lesson proposed {problem} (last: {reply.lesson!r})")
         return None
 
     def was_proposed(self, lesson: str) -> bool:
