@@ -75,6 +75,14 @@ class FormulationDraft(BaseModel):
     )
 
 
+class IndexedDraft(FormulationDraft):
+    """The draft asked for when the problem holds tables: sets and parameters are required, because
+    told to write them but left free, the model skipped both and used names it never declared."""
+
+    sets: list[DraftSet] = Field(min_length=1)
+    parameters: list[DraftParameter] = Field(min_length=1)
+
+
 def _without_titles(schema: Any) -> Any:
     if isinstance(schema, dict):
         return {

@@ -6,8 +6,9 @@ The workflow is a trace_graph program. Each step is a bundled method, so one sol
         -> repair -> build_and_solve -> ... -> compose (-> vote when sampling)
 
 whose trainable parameters are the prompts (`system_prompt`, `formulation_instructions`,
-`worked_example`, `data_instructions`, `code_instructions`, `code_worked_example`,
-`repair_instructions`) and the code of the `sanity_rules` step. `solve_traced()` returns the final
+`worked_example`, `indexed_instructions` and `indexed_example` for problems with tables of
+numbers, `data_instructions`, `code_instructions`, `code_worked_example`, `repair_instructions`)
+and the code of the `sanity_rules` step. `solve_traced()` returns the final
 node, so a trainer calls `.backward(feedback)` on it and an optimizer rewrites the parameters;
 `save()` / `load_params()` store them as readable JSON.
 """
@@ -36,9 +37,17 @@ from agent.answer import (
     LLMUsageSummary,
 )
 from agent.data_tables import DataTable, describe_tables
-from agent.draft import DraftError, FormulationDraft, compact_json, draft_to_formulation, extract_program
+from agent.draft import (
+    DraftError,
+    FormulationDraft,
+    IndexedDraft,
+    compact_json,
+    draft_to_formulation,
+    extract_program,
+)
 from agent.prompts import SanityFacts
 from agent.steps import Solved, constraint_slacks, program_sense, solve_ir, solve_program, verify_ir
+from agent.synthesis.numbers import count_numbers
 from agent.voting import vote
 from solvers.ir import Formulation
 from solvers.result import CheckReport, SolveOptions, SolveStatus
@@ -80,6 +89,13 @@ class AgentOptions(BaseModel):
     interactive: bool = Field(
         default=False,
         description="ask clarifying questions when data is missing, instead of recording an assumption",
+    )
+    # NL4OPT and MAMO EasyLP problems hold at most 14 numbers; 37 of synth-v1's 41 medium items hold 20+.
+    indexed_from_numbers: int | None = Field(
+        default=20,
+        ge=1,
+        description="problems with at least this many numbers get the indexed instructions and "
+        "example (IR style); None keeps the scalar ones for every problem",
     )
     sanity: bool = Field(default=True, description="run the sanity rules (agent mode only)")
     check_tolerance: float = 1e-6
@@ -195,6 +211,18 @@ class ModelingAgent(Module):
             prompts.WORKED_EXAMPLE,
             "worked_example",
             "One solved example (problem + notes-first JSON) shown before the problem (IR style).",
+        )
+        self.indexed_instructions = _parameter(
+            prompts.INDEXED_INSTRUCTIONS,
+            "indexed_instructions",
+            "Added to the formulation instructions for problems with tables of numbers: write sets, "
+            "indexed parameters and variables, sums and for_all constraints (IR style).",
+        )
+        self.indexed_example = _parameter(
+            prompts.INDEXED_EXAMPLE,
+            "indexed_example",
+            "The solved example shown instead of worked_example for problems with tables of numbers "
+            "(IR style).",
         )
         self.data_instructions = _parameter(
             prompts.DATA_TABLE_INSTRUCTIONS,
@@ -373,18 +401,18 @@ class ModelingAgent(Module):
         """Ask the LLM for a formulation of the problem: notes-first JSON (IR) or a Pyomo program."""
         style = self.options.style
         hints = prompts.hints_block(self.modeling_hints.value)
+        indexed = style == "ir" and self._indexed(question, tables)
         if style == "code":
             example = self.code_worked_example.value
             intro = f"{self.code_instructions.value}{_code_data_note(tables)}{hints}\n\nExample:\n{example}"
         else:
             data_part = f"\n\n{self.data_instructions.value}\n{data}" if data else ""
-            intro = (
-                f"{self.formulation_instructions.value}{hints}\n\nExample:\n"
-                f"{self.worked_example.value}{data_part}"
-            )
+            how = f"{self.formulation_instructions.value}{self._indexed_part(indexed)}{hints}"
+            example = self.indexed_example.value if indexed else self.worked_example.value
+            intro = f"{how}\n\nExample:\n{example}{data_part}"
         answer_cue = "Program:" if style == "code" else "JSON:"
         user = f"{intro}\n\nProblem: {question}\n{answer_cue}"
-        return self._ask_llm(user, 0, sample_index, temperature, tables)
+        return self._ask_llm(user, 0, sample_index, temperature, tables, indexed)
 
     @bundle(catch_execution_error=False)
     def repair(
@@ -399,11 +427,12 @@ class ModelingAgent(Module):
         """Ask the LLM to fix the previous formulation, given the evidence of what went wrong."""
         style = self.options.style
         hints = prompts.hints_block(self.modeling_hints.value)
+        indexed = style == "ir" and self._indexed(question, tables)
         if style == "code":
             shape = f"{self.code_instructions.value}{_code_data_note(tables)}{hints}"
         else:
             data_part = f"\n{self.data_instructions.value}\n{data}" if data else ""
-            shape = f"{self.formulation_instructions.value}{hints}{data_part}"
+            shape = f"{self.formulation_instructions.value}{self._indexed_part(indexed)}{hints}{data_part}"
         shown = previous.text
         if previous.draft is not None:
             shown = compact_json(previous.draft)
@@ -419,7 +448,16 @@ class ModelingAgent(Module):
         # index (a new cache key) and a warmer temperature make that round a real second attempt.
         temperature = min(REPAIR_TEMPERATURE + REPAIR_TEMPERATURE_STEP * (round_number - 1), 0.9)
         repair_sample = sample_index * REPAIR_SAMPLE_STRIDE + round_number
-        return self._ask_llm(user, round_number, repair_sample, temperature, tables)
+        return self._ask_llm(user, round_number, repair_sample, temperature, tables, indexed)
+
+    def _indexed(self, question: str, tables: list[DataTable]) -> bool:
+        """Whether the problem's own text holds tables of numbers (attached tables have their own
+        instructions)."""
+        threshold = self.options.indexed_from_numbers
+        return not tables and threshold is not None and count_numbers(question) >= threshold
+
+    def _indexed_part(self, indexed: bool) -> str:
+        return f"\n{self.indexed_instructions.value}" if indexed else ""
 
     @bundle(catch_execution_error=False)
     def build_and_solve(self, candidate: Candidate, tables: list[DataTable]) -> Solved:
@@ -610,7 +648,13 @@ class ModelingAgent(Module):
 
     # --- helpers -------------------------------------------------------------------------------
     def _ask_llm(
-        self, user: str, round_number: int, sample_index: int, temperature: float, tables: list[DataTable]
+        self,
+        user: str,
+        round_number: int,
+        sample_index: int,
+        temperature: float,
+        tables: list[DataTable],
+        indexed: bool = False,
     ) -> Candidate:
         style = self.options.style
         messages = [
@@ -628,7 +672,7 @@ class ModelingAgent(Module):
                 return _program_candidate(reply.text, round_number)
             draft = self.client.structured(
                 messages,
-                FormulationDraft,
+                IndexedDraft if indexed else FormulationDraft,
                 temperature=temperature,
                 max_tokens=self.options.max_tokens,
                 sample_index=sample_index,

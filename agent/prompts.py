@@ -46,6 +46,40 @@ per bike: city 50, mountain 80.", "variables": [{"name": "city", "meaning": "cit
 within the 140 available"}, {"name": "mountain_demand", "expression": "mountain <= 60", "meaning": \
 "at most 60 mountain bikes sell"}], "missing_information": []}"""
 
+# Problems whose text holds tables (a cost per plant and store, a need per period) get these
+# instead of the scalar example: written one variable and one constraint per table entry, a
+# medium synth-v1 story filled the 4k context before the model was complete (17 of 75 rejected
+# replies were cut off), and in 105 items only the three families with flat data were solved.
+INDEXED_INSTRUCTIONS = """\
+This problem gives its data in tables, so write an indexed model instead of one variable or one
+constraint per table entry. notes: one short line naming the sets. sets: each group of things
+(plants, stores, periods) with its elements. parameters: each table with its index (set names) and
+value, a JSON object keyed by the elements (nested for two sets); copy every number of the problem
+into a parameter. variables: index them by the sets. Write sums such as
+"sum(cost[p, s] * ship[p, s] for p in Plants for s in Stores)" and one constraint for every member
+with "for_all": ["p in Plants"]."""
+
+INDEXED_EXAMPLE = """\
+Problem: A dairy ships milk from two plants, North and South, to three stores, A, B and C. North \
+can supply at most 70 tonnes and South at most 60 tonnes. Store A needs at least 40 tonnes, store B \
+35 and store C 45. Shipping cost per tonne ($):
+  North: A: 4, B: 6, C: 9
+  South: A: 5, B: 3, C: 7
+How much should each plant ship to each store to meet every need at the least cost?
+JSON: {"notes": "plants North, South; stores A, B, C; supply per plant, need per store, cost per \
+plant and store.", "sets": [{"name": "Plants", "elements": ["North", "South"]}, {"name": "Stores", \
+"elements": ["A", "B", "C"]}], "parameters": [{"name": "supply", "index": ["Plants"], "value": \
+{"North": 70, "South": 60}}, {"name": "need", "index": ["Stores"], "value": {"A": 40, "B": 35, "C": \
+45}}, {"name": "cost", "index": ["Plants", "Stores"], "value": {"North": {"A": 4, "B": 6, "C": 9}, \
+"South": {"A": 5, "B": 3, "C": 7}}}], "variables": [{"name": "ship", "meaning": "tonnes shipped from \
+plant p to store s", "index": ["Plants", "Stores"], "type": "continuous"}], "objective": {"sense": \
+"minimize", "expression": "sum(cost[p, s] * ship[p, s] for p in Plants for s in Stores)", \
+"meaning": "total shipping cost ($)"}, "constraints": [{"name": "plant_supply", "expression": \
+"sum(ship[p, s] for s in Stores) <= supply[p]", "for_all": ["p in Plants"], "meaning": "a plant \
+ships at most its supply"}, {"name": "store_need", "expression": "sum(ship[p, s] for p in Plants) \
+>= need[s]", "for_all": ["s in Stores"], "meaning": "every store gets at least its need"}], \
+"missing_information": []}"""
+
 DATA_TABLE_INSTRUCTIONS = """\
 Data tables are attached; do not copy their numbers. Declare index sets and parameters that point
 at table columns, e.g. {"name": "Foods", "from_table": "foods.food"} and {"name": "cost",
@@ -113,6 +147,15 @@ PARAMETER_CONSTRAINTS: dict[str, str] = {
         "Exactly one example: a line starting 'Problem:' and a line starting 'JSON:' followed by one "
         "valid JSON object of the draft shape, notes first. Never one of the evaluation problems. "
         + _SHORT.format(chars=2000)
+    ),
+    "indexed_instructions": (
+        "Must ask for sets, parameters keyed by the set elements, indexed variables, sums and for_all "
+        "constraints. " + _SHORT.format(chars=900)
+    ),
+    "indexed_example": (
+        "Exactly one example with tables of data: a line starting 'Problem:' and a line starting 'JSON:' "
+        "followed by one valid JSON object of the draft shape, notes first, with sets, indexed "
+        "parameters and variables. Never one of the evaluation problems. " + _SHORT.format(chars=2500)
     ),
     "data_instructions": "Must explain from_table 'table.column' and key_columns. "
     + _SHORT.format(chars=800),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent import prompts
 from agent.answer import AnswerStatus
 from agent.data_tables import load_table
 from agent.modeler import AgentOptions, Candidate, ModelingAgent
@@ -348,6 +349,84 @@ def test_a_wrong_column_is_repaired(
     assert "no column 'hours' (columns: resource, available)" in answer.attempts[0].feedback
 
 
+# --- problems with tables of numbers in the text -------------------------------------------------------
+GRAIN = (
+    "A cooperative moves grain from four farms (Ash, Birch, Cedar, Dale) to three mills (East, North, "
+    "West), and at most 100 tonnes move in total. The farms can supply at most Ash 30, Birch 40, Cedar "
+    "20 and Dale 10 tonnes. The mills need East 25, North 35 and West 30 tonnes. Cost per tonne ($): "
+    "Ash: East 2, North 4, West 5; Birch: East 3, North 1, West 6; Cedar: East 5, North 6, West 2; "
+    "Dale: East 4, North 3, West 1. What is the least total cost?"
+)
+FARMS, MILLS = ["Ash", "Birch", "Cedar", "Dale"], ["East", "North", "West"]
+GRAIN_COSTS = [[2, 4, 5], [3, 1, 6], [5, 6, 2], [4, 3, 1]]
+GRAIN_DRAFT: dict[str, Any] = {
+    "notes": "farms Ash, Birch, Cedar, Dale; mills East, North, West",
+    "sets": [{"name": "Farms", "elements": FARMS}, {"name": "Mills", "elements": MILLS}],
+    "parameters": [
+        {"name": "supply", "index": ["Farms"], "value": dict(zip(FARMS, [30, 40, 20, 10], strict=True))},
+        {"name": "need", "index": ["Mills"], "value": dict(zip(MILLS, [25, 35, 30], strict=True))},
+        {
+            "name": "cost",
+            "index": ["Farms", "Mills"],
+            "value": {
+                f: dict(zip(MILLS, row, strict=True)) for f, row in zip(FARMS, GRAIN_COSTS, strict=True)
+            },
+        },
+    ],
+    "variables": [{"name": "move", "meaning": "tonnes from farm f to mill m", "index": ["Farms", "Mills"]}],
+    "objective": {
+        "sense": "minimize",
+        "expression": "sum(cost[f, m] * move[f, m] for f in Farms for m in Mills)",
+    },
+    "constraints": [
+        {
+            "name": "farm_supply",
+            "expression": "sum(move[f, m] for m in Mills) <= supply[f]",
+            "for_all": ["f in Farms"],
+        },
+        {
+            "name": "mill_need",
+            "expression": "sum(move[f, m] for f in Farms) >= need[m]",
+            "for_all": ["m in Mills"],
+        },
+    ],
+}
+
+
+def test_a_problem_with_tables_is_asked_for_an_indexed_model(
+    scripted_llm: ScriptedLLMServer, client: LLMClient
+) -> None:
+    undeclared = copy.deepcopy(GRAIN_DRAFT)
+    undeclared["objective"]["expression"] = "sum(price[f, m] * move[f, m] for f in Farms for m in Mills)"
+    scripted_llm.add(json.dumps(undeclared), json.dumps(GRAIN_DRAFT))
+    answer = agent_for(client).solve(GRAIN)
+    # each mill from its cheapest farm, except West: Dale's 10 tonnes at 1, then Cedar's 20 at 2
+    assert answer.status == AnswerStatus.OPTIMAL and answer.objective == pytest.approx(135.0)
+    assert answer.repair_rounds == 1
+    for request in scripted_llm.requests:  # the first formulation and the repair alike
+        prompt = request.last_user_text
+        assert prompts.INDEXED_INSTRUCTIONS in prompt
+        assert request.response_format is not None
+        schema = request.response_format["json_schema"]["schema"]
+        assert {"sets", "parameters"} <= set(schema["required"])
+        assert schema["properties"]["sets"]["minItems"] == 1
+    first = scripted_llm.requests[0].last_user_text
+    assert prompts.INDEXED_EXAMPLE in first and prompts.WORKED_EXAMPLE not in first
+
+
+def test_a_small_problem_keeps_the_scalar_example_and_the_threshold_can_be_switched_off(
+    scripted_llm: ScriptedLLMServer, client: LLMClient
+) -> None:
+    scripted_llm.add(GOOD_JSON, json.dumps(GRAIN_DRAFT))
+    assert agent_for(client).solve(BAKERY).objective == pytest.approx(120.0)
+    assert agent_for(client, indexed_from_numbers=None).solve(GRAIN).objective == pytest.approx(135.0)
+    for request in scripted_llm.requests:
+        prompt = request.last_user_text
+        assert prompts.WORKED_EXAMPLE in prompt and prompts.INDEXED_INSTRUCTIONS not in prompt
+        assert request.response_format is not None
+        assert "sets" not in request.response_format["json_schema"]["schema"]["required"]
+
+
 # --- bad input and endpoints -------------------------------------------------------------------------
 def test_empty_question_is_an_error_without_llm_calls(
     scripted_llm: ScriptedLLMServer, client: LLMClient
@@ -415,6 +494,8 @@ def test_parameters_save_and_load(tmp_path: Path, client: LLMClient) -> None:
         "system_prompt",
         "formulation_instructions",
         "worked_example",
+        "indexed_instructions",
+        "indexed_example",
         "data_instructions",
         "code_instructions",
         "code_worked_example",

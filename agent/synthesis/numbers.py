@@ -164,6 +164,11 @@ def extract_numbers(text: str) -> list[ExtractedNumber]:
     return sorted(numbers, key=lambda n: n.start)
 
 
+def count_numbers(text: str) -> int:
+    """How many numbers the text states (digits and number words; positions excluded)."""
+    return len(extract_numbers(text))
+
+
 def same_value(a: float, b: float, tolerance: float = RELATIVE_TOLERANCE) -> bool:
     return math.isclose(a, b, rel_tol=tolerance, abs_tol=1e-9)
 

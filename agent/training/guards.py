@@ -267,6 +267,8 @@ _NORMALIZERS: dict[str, Callable[[str], str]] = {"modeling_hints": as_lessons}
 _SPECIFIC: dict[str, Validator] = {
     "formulation_instructions": formulation_instructions_problems,
     "worked_example": worked_example_problems,
+    "indexed_instructions": lambda value: _must_mention(value, ("sets", "parameters", "for_all")),
+    "indexed_example": worked_example_problems,
     "data_instructions": lambda value: _must_mention(value, ("from_table", "key_columns")),
     "code_instructions": lambda value: _must_mention(value, ("build_model",)),
     "code_worked_example": code_worked_example_problems,
