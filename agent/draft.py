@@ -9,6 +9,7 @@ holding numbers ("from_table": "costs.cost").
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -154,12 +155,52 @@ def _renamer(renames: dict[str, str]) -> Callable[[str], str]:
     return lambda text: pattern.sub(lambda match: renames[match.group(0)], text)
 
 
+def _only_rebound(index: str, expression: str) -> bool:
+    """Whether every use of `index` in the expression is inside a sum that binds it again, so a
+    for_all over it would only repeat the same constraint (`sum(x[f] for f in F) >= 5` for all f)."""
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        return False
+    rebound: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.GeneratorExp | ast.ListComp) and any(
+            isinstance(loop.target, ast.Name) and loop.target.id == index for loop in node.generators
+        ):
+            rebound |= {
+                id(name) for name in ast.walk(node) if isinstance(name, ast.Name) and name.id == index
+            }
+    uses = [id(name) for name in ast.walk(tree) if isinstance(name, ast.Name) and name.id == index]
+    return bool(rebound) and all(use in rebound for use in uses)
+
+
+def _needed_bindings(bindings: list[str], expression: str) -> list[str]:
+    kept = []
+    for binding in bindings:
+        match = _BINDING.match(binding)
+        if not (match and _only_rebound(match.group(1), expression)):
+            kept.append(binding)
+    return kept
+
+
+def _numbers_for_booleans(value: Any) -> Any:
+    """A yes/no table ("can do": true) as the 1/0 it stands for in a model."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _numbers_for_booleans(item) for key, item in value.items()}
+    return value
+
+
 def tidy_draft(draft: FormulationDraft) -> FormulationDraft:
-    """Fix the two slips of a small model that have exactly one meaning, before building:
+    """Fix the slips of a small model that have exactly one meaning, before building:
 
     - a name that is not an identifier ("Park Avenue") becomes one ("Park_Avenue"), everywhere the
       name is used (expressions, index lists, for_all bindings);
-    - a constraint written with a single `=` ("stock_1 = make_1 - 70") is an equation (`==`).
+    - a constraint written with a single `=` ("stock_1 = make_1 - 70") is an equation (`==`);
+    - a for_all binding whose index the expression only uses inside a sum over that same index is
+      dropped: the constraint does not depend on it (measured: 4 of the first 14 indexed replies);
+    - true/false parameter entries are 1/0.
 
     Anything else that does not build is left for the repair round to explain.
     """
@@ -176,7 +217,13 @@ def tidy_draft(draft: FormulationDraft) -> FormulationDraft:
         update={
             "sets": [s.model_copy(update={"name": rename(s.name)}) for s in draft.sets],
             "parameters": [
-                p.model_copy(update={"name": rename(p.name), "index": [rename(i) for i in p.index]})
+                p.model_copy(
+                    update={
+                        "name": rename(p.name),
+                        "index": [rename(i) for i in p.index],
+                        "value": _numbers_for_booleans(p.value),
+                    }
+                )
                 for p in draft.parameters
             ],
             "variables": [
@@ -191,7 +238,7 @@ def tidy_draft(draft: FormulationDraft) -> FormulationDraft:
                     update={
                         "name": _as_identifier(c.name),
                         "expression": equation(c.expression),
-                        "for_all": [rename(binding) for binding in c.for_all],
+                        "for_all": _needed_bindings([rename(b) for b in c.for_all], equation(c.expression)),
                     }
                 )
                 for c in draft.constraints

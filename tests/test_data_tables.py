@@ -15,7 +15,9 @@ from agent.data_tables import (
     parameter_value,
     set_elements,
 )
-from agent.draft import DraftError, FormulationDraft, draft_to_formulation
+from agent.draft import DraftError, FormulationDraft, draft_to_formulation, tidy_draft
+from agent.steps import solve_ir
+from solvers.result import SolveOptions
 
 FOODS_CSV = "food,cost,protein,fat\ncorn,0.3,9,2\noats,0.5,12,6\nsoy,0.9,40,\n"
 
@@ -230,3 +232,44 @@ def test_a_constraint_written_with_one_equals_sign_is_an_equation() -> None:
     )
     # which part is the equation is a guess: left as written, for the repair round to explain
     assert draft_to_formulation(two_equals).constraints[0].expression == "a = b = 3"
+
+
+def test_a_for_all_over_an_index_the_sum_binds_again_is_dropped_and_yes_no_tables_are_numbers() -> None:
+    draft = FormulationDraft.model_validate(
+        {
+            "notes": "two foods, protein per kg, a cap per food",
+            "sets": [{"name": "Foods", "elements": ["oats", "soy"]}],
+            "parameters": [
+                {"name": "protein", "index": ["Foods"], "value": {"oats": 2, "soy": 5}},
+                {"name": "allowed", "index": ["Foods"], "value": {"oats": True, "soy": False}},
+            ],
+            "variables": [{"name": "kg", "index": ["Foods"]}],
+            "objective": {"sense": "minimize", "expression": "sum(kg[f] for f in Foods)"},
+            "constraints": [
+                # one requirement, written as if it were one per food
+                {
+                    "name": "protein_need",
+                    "expression": "sum(protein[f] * kg[f] for f in Foods) >= 10",
+                    "for_all": ["f in Foods"],
+                },
+                # f is used outside the sum too: which f is meant is a guess, so it stays
+                {
+                    "name": "mixed",
+                    "expression": "kg[f] <= sum(kg[f] for f in Foods)",
+                    "for_all": ["f in Foods"],
+                },
+                {
+                    "name": "only_allowed",
+                    "expression": "kg[f] <= 100 * allowed[f]",
+                    "for_all": ["f in Foods"],
+                },
+            ],
+        }
+    )
+    tidied = tidy_draft(draft)
+    assert [c.for_all for c in tidied.constraints] == [[], ["f in Foods"], ["f in Foods"]]
+    assert tidied.parameters[1].value == {"oats": 1, "soy": 0}
+    kept = draft.model_copy(update={"constraints": [draft.constraints[0], draft.constraints[2]]})
+    formulation = draft_to_formulation(kept)
+    assert formulation.constraints[0].for_all == []
+    assert solve_ir(formulation, SolveOptions()).solve.objective == pytest.approx(5.0)  # oats only: 10/2
