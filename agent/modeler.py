@@ -90,9 +90,11 @@ class AgentOptions(BaseModel):
         default=False,
         description="ask clarifying questions when data is missing, instead of recording an assumption",
     )
-    # NL4OPT and MAMO EasyLP problems hold at most 14 numbers; 37 of synth-v1's 41 medium items hold 20+.
+    # Off by default: at 20 (where NL4OPT and MAMO EasyLP never reach, 37 of synth-v1's 41 medium
+    # items do) the 1.5B model scored 19/30 vs 16/30 on MAMO ComplexLP's first 30 but 1/29 vs 5/29
+    # on synth-v1 table stories, with fewer replies that build on both (docs/results/indexed-prompt).
     indexed_from_numbers: int | None = Field(
-        default=20,
+        default=None,
         ge=1,
         description="problems with at least this many numbers get the indexed instructions and "
         "example (IR style); None keeps the scalar ones for every problem",

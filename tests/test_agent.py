@@ -399,7 +399,7 @@ def test_a_problem_with_tables_is_asked_for_an_indexed_model(
     undeclared = copy.deepcopy(GRAIN_DRAFT)
     undeclared["objective"]["expression"] = "sum(price[f, m] * move[f, m] for f in Farms for m in Mills)"
     scripted_llm.add(json.dumps(undeclared), json.dumps(GRAIN_DRAFT))
-    answer = agent_for(client).solve(GRAIN)
+    answer = agent_for(client, indexed_from_numbers=20).solve(GRAIN)
     # each mill from its cheapest farm, except West: Dale's 10 tonnes at 1, then Cedar's 20 at 2
     assert answer.status == AnswerStatus.OPTIMAL and answer.objective == pytest.approx(135.0)
     assert answer.repair_rounds == 1
@@ -414,12 +414,12 @@ def test_a_problem_with_tables_is_asked_for_an_indexed_model(
     assert prompts.INDEXED_EXAMPLE in first and prompts.WORKED_EXAMPLE not in first
 
 
-def test_a_small_problem_keeps_the_scalar_example_and_the_threshold_can_be_switched_off(
+def test_a_small_problem_keeps_the_scalar_example_and_indexing_is_off_by_default(
     scripted_llm: ScriptedLLMServer, client: LLMClient
 ) -> None:
     scripted_llm.add(GOOD_JSON, json.dumps(GRAIN_DRAFT))
-    assert agent_for(client).solve(BAKERY).objective == pytest.approx(120.0)
-    assert agent_for(client, indexed_from_numbers=None).solve(GRAIN).objective == pytest.approx(135.0)
+    assert agent_for(client, indexed_from_numbers=20).solve(BAKERY).objective == pytest.approx(120.0)
+    assert agent_for(client).solve(GRAIN).objective == pytest.approx(135.0)
     for request in scripted_llm.requests:
         prompt = request.last_user_text
         assert prompts.WORKED_EXAMPLE in prompt and prompts.INDEXED_INSTRUCTIONS not in prompt
