@@ -213,6 +213,13 @@ def tidy_draft(draft: FormulationDraft) -> FormulationDraft:
             return renamed
         return _LONE_EQUALS.sub("==", renamed)
 
+    def tidy_constraint(constraint: DraftConstraint) -> DraftConstraint:
+        expression = equation(constraint.expression)
+        bindings = _needed_bindings([rename(b) for b in constraint.for_all], expression)
+        return constraint.model_copy(
+            update={"name": _as_identifier(constraint.name), "expression": expression, "for_all": bindings}
+        )
+
     return draft.model_copy(
         update={
             "sets": [s.model_copy(update={"name": rename(s.name)}) for s in draft.sets],
@@ -233,16 +240,7 @@ def tidy_draft(draft: FormulationDraft) -> FormulationDraft:
             "objective": draft.objective.model_copy(
                 update={"expression": rename(draft.objective.expression)}
             ),
-            "constraints": [
-                c.model_copy(
-                    update={
-                        "name": _as_identifier(c.name),
-                        "expression": equation(c.expression),
-                        "for_all": _needed_bindings([rename(b) for b in c.for_all], equation(c.expression)),
-                    }
-                )
-                for c in draft.constraints
-            ],
+            "constraints": [tidy_constraint(c) for c in draft.constraints],
         }
     )
 

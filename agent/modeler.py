@@ -8,9 +8,9 @@ The workflow is a trace_graph program. Each step is a bundled method, so one sol
 whose trainable parameters are the prompts (`system_prompt`, `formulation_instructions`,
 `worked_example`, `indexed_instructions` and `indexed_example` for problems with tables of
 numbers, `data_instructions`, `code_instructions`, `code_worked_example`, `repair_instructions`)
-and the code of the `sanity_rules` step. `solve_traced()` returns the final
-node, so a trainer calls `.backward(feedback)` on it and an optimizer rewrites the parameters;
-`save()` / `load_params()` store them as readable JSON.
+and the code of the `sanity_rules` step. `solve_traced()` returns the final node, so a trainer
+calls `.backward(feedback)` on it and an optimizer rewrites the parameters; `save()` /
+`load_params()` store them as readable JSON.
 """
 
 from __future__ import annotations
@@ -403,7 +403,7 @@ class ModelingAgent(Module):
         """Ask the LLM for a formulation of the problem: notes-first JSON (IR) or a Pyomo program."""
         style = self.options.style
         hints = prompts.hints_block(self.modeling_hints.value)
-        indexed = style == "ir" and self._indexed(question, tables)
+        indexed = self._indexed(question, tables)
         if style == "code":
             example = self.code_worked_example.value
             intro = f"{self.code_instructions.value}{_code_data_note(tables)}{hints}\n\nExample:\n{example}"
@@ -429,7 +429,7 @@ class ModelingAgent(Module):
         """Ask the LLM to fix the previous formulation, given the evidence of what went wrong."""
         style = self.options.style
         hints = prompts.hints_block(self.modeling_hints.value)
-        indexed = style == "ir" and self._indexed(question, tables)
+        indexed = self._indexed(question, tables)
         if style == "code":
             shape = f"{self.code_instructions.value}{_code_data_note(tables)}{hints}"
         else:
@@ -453,10 +453,12 @@ class ModelingAgent(Module):
         return self._ask_llm(user, round_number, repair_sample, temperature, tables, indexed)
 
     def _indexed(self, question: str, tables: list[DataTable]) -> bool:
-        """Whether the problem's own text holds tables of numbers (attached tables have their own
-        instructions)."""
+        """Whether to ask for an indexed JSON model: the problem's own text holds tables of numbers
+        (attached tables have their own instructions; code style writes Pyomo)."""
         threshold = self.options.indexed_from_numbers
-        return not tables and threshold is not None and count_numbers(question) >= threshold
+        if self.options.style != "ir" or tables or threshold is None:
+            return False
+        return count_numbers(question) >= threshold
 
     def _indexed_part(self, indexed: bool) -> str:
         return f"\n{self.indexed_instructions.value}" if indexed else ""
